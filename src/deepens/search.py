@@ -1,0 +1,314 @@
+"""Build the library: run the hyperparameter search on Ray Tune.
+
+Trials run on a local Ray by default, on a cluster when ``RAY_ADDRESS`` (or
+``SearchSettings.ray_address``) names one. After the search, every new model is
+measured one at a time (see :mod:`deepens.cost`), so that all costs of a
+library are taken under the same conditions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deepens.data import ImageDataset
+from deepens.errors import SearchError
+from deepens.library import Library
+from deepens.space import SearchSpace
+from deepens.trial import METRIC, TrialJob, train_trial, trial_library_path
+
+_logger = logging.getLogger(__name__)
+
+#: Search events: ("start"|"result"|"complete"|"error", trial id, metrics).
+SearchListener = Callable[[str, str, dict[str, Any]], None]
+
+
+@dataclass
+class SearchSettings:
+    """How much to search and with what.
+
+    Attributes
+    ----------
+    optimizer : str
+        Which optimiser proposes configurations (see :mod:`deepens.optimizers`).
+    max_trials : int
+        Trials to start at most.
+    time_budget_s : float or None
+        Wall-time limit of the search; running trials stop when it is spent.
+    max_epochs : int
+        Epochs a trial trains at most: the resource of the schedulers.
+    grace_period : int
+        Epochs every trial trains before a scheduler may stop it.
+    reduction_factor : int
+        The schedulers' rung spacing: of each rung, 1 in ``reduction_factor``
+        trials continues.
+    cpus_per_trial, gpus_per_trial : float
+        Resources each trial reserves; fractional GPUs share one device.
+    max_concurrent_trials : int or None
+        Trials running at once; None lets Ray fill the resources.
+    seed : int
+        Seeds the optimiser and every trial's initialisation.
+    mixed_precision : bool
+        Train in bfloat16 autocast on GPUs.
+    ray_address : str or None
+        A Ray cluster to use; defaults to the ``RAY_ADDRESS`` environment variable.
+    """
+
+    optimizer: str = "asha"
+    max_trials: int = 20
+    time_budget_s: float | None = None
+    max_epochs: int = 4
+    grace_period: int = 1
+    reduction_factor: int = 3
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent_trials: int | None = None
+    seed: int = 0
+    mixed_precision: bool = False
+    ray_address: str | None = field(
+        default_factory=lambda: os.environ.get("RAY_ADDRESS")
+    )
+
+    def validate(self, dataset: ImageDataset | None = None) -> None:
+        """Check every setting before anything starts; raise SearchError naming it."""
+        positive_ints = {
+            "max_trials": self.max_trials,
+            "max_epochs": self.max_epochs,
+            "grace_period": self.grace_period,
+        }
+        for name, value in positive_ints.items():
+            if not isinstance(value, int) or value < 1:
+                raise SearchError(f"{name} must be a whole number >= 1; got {value!r}")
+        if self.grace_period > self.max_epochs:
+            raise SearchError(
+                f"grace_period ({self.grace_period}) must not exceed max_epochs "
+                f"({self.max_epochs})"
+            )
+        if self.reduction_factor < 2:
+            raise SearchError(
+                f"reduction_factor must be >= 2; got {self.reduction_factor}"
+            )
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise SearchError(
+                f"time_budget_s must be positive; got {self.time_budget_s}"
+            )
+        if self.cpus_per_trial <= 0:
+            raise SearchError(
+                f"cpus_per_trial must be positive; got {self.cpus_per_trial}"
+            )
+        if self.gpus_per_trial < 0:
+            raise SearchError(f"gpus_per_trial must be >= 0; got {self.gpus_per_trial}")
+        if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
+            raise SearchError(
+                f"max_concurrent_trials must be >= 1; got {self.max_concurrent_trials}"
+            )
+
+
+@dataclass
+class SearchSummary:
+    """What a search did."""
+
+    library_path: Path
+    trials_started: int = 0
+    trials_finished: int = 0
+    trials_stopped: int = 0
+    trials_failed: int = 0
+    best_validation_loss: float | None = None
+    library_size: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def init_ray(settings: SearchSettings) -> None:
+    """Start (or connect to) Ray once per process."""
+    # Ray Tune's newer console output ignores verbose=0 and draws tables on
+    # stdout; deepens shows its own progress, so keep Ray's classic, quiet one.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import ray
+
+    if ray.is_initialized():
+        return
+    if settings.ray_address:
+        _logger.info("connecting to the Ray cluster at %s", settings.ray_address)
+        ray.init(address=settings.ray_address, logging_level=logging.WARNING)
+        return
+    ray.init(
+        num_cpus=os.cpu_count(),
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+    )
+
+
+def check_gpus(settings: SearchSettings) -> None:
+    """Fail before starting when trials ask for GPUs the cluster does not have."""
+    import ray
+
+    if settings.gpus_per_trial <= 0:
+        return
+    available = ray.cluster_resources().get("GPU", 0)
+    if available < settings.gpus_per_trial:
+        raise SearchError(
+            f"gpus_per_trial={settings.gpus_per_trial} but the Ray cluster has "
+            f"{available:g} GPU(s); use --gpus-per-trial 0 on this machine"
+        )
+
+
+def run_search(
+    dataset: ImageDataset,
+    space: SearchSpace,
+    library_path: str | os.PathLike[str],
+    settings: SearchSettings,
+    *,
+    listener: SearchListener | None = None,
+) -> SearchSummary:
+    """Run the search and fill the library at ``library_path``.
+
+    Parameters
+    ----------
+    dataset : ImageDataset
+        Train and validation splits train and score the trials; the test split is
+        only predicted after the search, when each model is measured.
+    space : SearchSpace
+        Where the optimiser looks.
+    library_path : path
+        The library folder; created if missing, extended if it exists.
+    settings : SearchSettings
+        Effort and resources.
+    listener : callable, optional
+        Receives trial events, for progress displays.
+    """
+    from ray import tune
+
+    from deepens.optimizers import make_optimizer_setup
+
+    settings.validate(dataset)
+    batch_low = min(
+        int(p.low if p.low is not None else min(p.choices))
+        for name, p in space.parameters.items()
+        if name == "batch_size"
+    )
+    if batch_low > len(dataset.train_images):
+        raise SearchError(
+            f"the space's smallest batch_size ({batch_low}) exceeds the training set "
+            f"({len(dataset.train_images)} images); lower batch_size in the space"
+        )
+    setup = make_optimizer_setup(space, settings)
+
+    library = Library.create(
+        library_path,
+        class_names=dataset.class_names,
+        validation_labels=dataset.validation_labels.numpy(),
+        test_labels=dataset.test_labels.numpy(),
+        channels=dataset.channels,
+        image_size=dataset.image_size,
+        dataset=dataset.name,
+    )
+    init_ray(settings)
+    check_gpus(settings)
+
+    job = TrialJob(
+        library_path=trial_library_path(library.path),
+        space=space.to_dict(),
+        max_epochs=settings.max_epochs,
+        threads=max(1, int(settings.cpus_per_trial)),
+        seed=settings.seed,
+        mixed_precision=settings.mixed_precision,
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, dataset=dataset, job=job),
+        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+    )
+    summary = SearchSummary(library_path=library.path, settings=asdict(settings))
+    tracker = _TrialTracker(summary, listener)
+    tuner = tune.Tuner(
+        trainable,
+        param_space=setup.param_space,
+        tune_config=tune.TuneConfig(
+            metric=METRIC,
+            mode="min",
+            search_alg=setup.searcher,
+            scheduler=setup.scheduler,
+            num_samples=settings.max_trials,
+            time_budget_s=settings.time_budget_s,
+            max_concurrent_trials=settings.max_concurrent_trials,
+        ),
+        run_config=tune.RunConfig(
+            name="search",
+            storage_path=str((library.path / "tune").resolve()),
+            verbose=0,
+            callbacks=[tracker],
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+        ),
+    )
+    tuner.fit()
+
+    _close_interrupted_entries(library)
+    summary.library_size = len(library.entries(("finished", "stopped")))
+    return summary
+
+
+def _close_interrupted_entries(library: Library) -> None:
+    """Entries still marked as training belong to trials that were stopped early."""
+    for entry in library.entries(("training",)):
+        library.write(entry.model_id, config=entry.config, status="stopped")
+
+
+def _make_tracker_base() -> type:
+    from ray import tune
+
+    return tune.Callback
+
+
+class _TrialTracker(_make_tracker_base()):  # type: ignore[misc]
+    """Counts trial outcomes and forwards events to a listener."""
+
+    def __init__(self, summary: SearchSummary, listener: SearchListener | None) -> None:
+        self.summary = summary
+        self.listener = listener
+        self.last_epoch: dict[str, int] = {}
+
+    def _emit(self, event: str, trial: Any, metrics: dict[str, Any]) -> None:
+        if self.listener is not None:
+            self.listener(event, trial.trial_id, metrics)
+
+    def on_trial_start(
+        self, iteration: int, trials: list, trial: Any, **info: Any
+    ) -> None:
+        self.summary.trials_started += 1
+        self._emit("start", trial, {"config": dict(trial.config)})
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        loss = result.get(METRIC)
+        if loss is not None and (
+            self.summary.best_validation_loss is None
+            or loss < self.summary.best_validation_loss
+        ):
+            self.summary.best_validation_loss = float(loss)
+        self.last_epoch[trial.trial_id] = int(result.get("epoch", 0))
+        self._emit(
+            "result", trial, {k: result.get(k) for k in (METRIC, "epoch", "model_id")}
+        )
+
+    def on_trial_complete(
+        self, iteration: int, trials: list, trial: Any, **info: Any
+    ) -> None:
+        max_epochs = self.summary.settings.get("max_epochs", 0)
+        if self.last_epoch.get(trial.trial_id, 0) >= max_epochs:
+            self.summary.trials_finished += 1
+            self._emit("complete", trial, {"outcome": "finished"})
+        else:
+            self.summary.trials_stopped += 1
+            self._emit("complete", trial, {"outcome": "stopped"})
+
+    def on_trial_error(
+        self, iteration: int, trials: list, trial: Any, **info: Any
+    ) -> None:
+        self.summary.trials_failed += 1
+        _logger.warning("trial %s failed; the search goes on", trial.trial_id)
+        self._emit("error", trial, {"outcome": "failed"})
