@@ -308,6 +308,23 @@ def test_splits_are_not_grouped_by_class(tmp_path):
         assert not torch.equal(split_labels, split_labels.sort().values)
 
 
+def test_own_test_split_missing_a_class_is_kept_with_a_warning(tmp_path, caplog):
+    source = _npz(
+        tmp_path / "set.npz",
+        x=_numbered_images(30),
+        y=np.arange(30) % 3,
+        x_test=_numbered_images(4),
+        y_test=np.array([0, 1, 0, 1]),
+        class_names=np.array(["a", "b", "c"]),
+    )
+
+    with caplog.at_level(logging.WARNING, logger="deepens.data"):
+        dataset = load_dataset(source)
+
+    assert dataset.test_labels.tolist() == [0, 1, 0, 1]
+    assert "no images of classes ['c']" in caplog.text
+
+
 def test_own_test_split_is_capped_stratified_and_in_order(tmp_path):
     source = _npz(
         tmp_path / "set.npz",
@@ -879,8 +896,7 @@ def test_prediction_folder_without_readable_images(tmp_path):
 
     with pytest.raises(
         DataError,
-        match=r"holds no readable images \(1 files "
-        r"skipped\)",
+        match=r"holds no readable images \(1 file skipped\)",
     ):
         load_prediction_inputs(tmp_path, channels=1, image_size=(4, 4))
 
@@ -972,7 +988,7 @@ def test_describe_is_one_line_with_shape_and_sizes():
 
     assert dataset.describe() == (
         "tiny: 2 classes, 1x3x2 images, 4 train / 2 validation / 2 test "
-        "(1 files skipped)"
+        "(1 file skipped)"
     )
     assert dataset.num_classes == 2 and dataset.image_size == (3, 2)
 

@@ -6,7 +6,8 @@ seeded, into train, validation and test sets:
 * ``None`` or ``"digits"``: scikit-learn's bundled 8x8 digits (nothing to install).
 * ``"fashion-mnist"``: the IDX files of Debian's ``dataset-fashion-mnist``.
 * a folder of MNIST-style IDX files (``train-images-idx3-ubyte[.gz]`` ...).
-* a folder with one subfolder per class, holding image files.
+* a folder with one subfolder per class, holding image files (files in nested
+  folders count for their class; hidden files and folders are ignored).
 * an ``.npz`` file with arrays ``x`` and ``y`` (optionally ``x_test``, ``y_test``
   and ``class_names``).
 
@@ -177,7 +178,7 @@ class ImageDataset:
             f"validation / {len(self.test_labels)} test"
         )
         if self.skipped_files:
-            line += f" ({len(self.skipped_files)} files skipped)"
+            line += f" ({_plural(len(self.skipped_files), 'file')} skipped)"
         return line
 
 
@@ -882,14 +883,14 @@ def _probe_class(
         except _DECODE_ERRORS as error:
             _skip(path, f"not a readable image ({error})", skipped)
     if not probes:
-        raise _no_readable_images(folder, len(files))
+        raise _no_readable_images(folder)
     return probes
 
 
-def _no_readable_images(folder: Path, total: int) -> DataError:
+def _no_readable_images(folder: Path) -> DataError:
     return DataError(
-        f"class folder {folder} has no readable images (all {total} files "
-        "were skipped); add images or remove the folder"
+        f"class folder {folder} has no readable images (every file in it was "
+        "skipped, see the warnings); add images or remove the folder"
     )
 
 
@@ -952,7 +953,7 @@ def _decode_classes(
             labels[count] = label
             count += 1
         if count == start:
-            raise _no_readable_images(folder, len(class_probes))
+            raise _no_readable_images(folder)
     return images[:count], labels[:count]
 
 
@@ -982,8 +983,8 @@ def _decode_prediction_folder(
         names.append(path.name)
     if not decoded:
         raise DataError(
-            f"{folder} holds no readable images ({len(skipped)} files skipped); "
-            "add image files to it (subfolders are not searched)"
+            f"{folder} holds no readable images ({_plural(len(skipped), 'file')} "
+            "skipped); add image files to it (subfolders are not searched)"
         )
     return np.stack(decoded), names
 
@@ -1013,6 +1014,8 @@ def _check_class_counts(data: _Source) -> None:
             "classifier needs at least two"
         )
     own_test = data.test_labels is not None
+    if data.test_labels is not None:
+        _warn_missing_test_classes(data, data.test_labels)
     needed = 2 if own_test else 3
     counts = _class_counts(data.labels, len(data.class_names))
     short = np.flatnonzero(counts < needed)
@@ -1020,7 +1023,7 @@ def _check_class_counts(data: _Source) -> None:
         return
 
     listed = ", ".join(
-        f"class {data.class_names[c]!r} has {counts[c]} image{'s' * (counts[c] != 1)}"
+        f"class {data.class_names[c]!r} has {_plural(int(counts[c]), 'image')}"
         for c in short[:5]
     )
     more = f" (and {len(short) - 5} more classes)" if len(short) > 5 else ""
@@ -1029,6 +1032,24 @@ def _check_class_counts(data: _Source) -> None:
         f"{listed}{more}; each class needs at least {needed} images, one for each "
         f"of {splits}: add images or remove the class"
     )
+
+
+def _warn_missing_test_classes(data: _Source, test_labels: np.ndarray) -> None:
+    # The data set chose its own test split, so a class missing there is its
+    # authors' decision to report, not a reason to refuse the data.
+    counts = _class_counts(test_labels, len(data.class_names))
+    missing = [data.class_names[c] for c in np.flatnonzero(counts == 0)]
+    if missing:
+        _logger.warning(
+            "The test split of %s has no images of classes %s; test accuracy "
+            "will not cover them",
+            data.name,
+            missing,
+        )
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _allocate(weights: np.ndarray, total: int, upper: np.ndarray) -> np.ndarray:
