@@ -3,7 +3,13 @@ import torch
 
 from deepens.augment import Augmentation
 from deepens.models import build_model
-from deepens.training import batch_slices, cross_entropy, make_optimizer, train_epoch
+from deepens.training import (
+    batch_slices,
+    cosine_schedule,
+    cross_entropy,
+    make_optimizer,
+    train_epoch,
+)
 
 CONFIG = {
     "block_type": "v1",
@@ -103,3 +109,20 @@ def test_cross_entropy_by_hand_and_not_finite():
         np.log([0.75, 0.5])
     )
     assert cross_entropy(probabilities * np.nan, np.array([1, 0])) == np.inf
+
+
+def test_cosine_schedule_decays_from_the_base_rate_to_zero():
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    scheduler = cosine_schedule(optimizer, total_steps=4)
+    rates = []
+
+    for _ in range(4):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    rates.append(optimizer.param_groups[0]["lr"])
+
+    # 0.5 * (1 + cos(pi * k / 4)) for k = 0..4
+    expected = [0.01, 0.01 * 0.8535534, 0.005, 0.01 * 0.1464466, 0.0]
+    np.testing.assert_allclose(rates, expected, atol=1e-9)

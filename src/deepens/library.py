@@ -184,11 +184,13 @@ class Library:
             return library
 
         (root / "models").mkdir(parents=True, exist_ok=True)
-        labels = {"validation": np.asarray(validation_labels, dtype=np.int64)}
+        labels: dict[str, Any] = {
+            "validation": np.asarray(validation_labels, dtype=np.int64)
+        }
         if test_labels is not None:
             labels["test"] = np.asarray(test_labels, dtype=np.int64)
         temporary = root / f".labels-{uuid.uuid4().hex[:8]}.npz"
-        np.savez(temporary, **labels)
+        np.savez(temporary, **labels)  # type: ignore[arg-type]
         os.replace(temporary, root / "labels.npz")
         metadata["created"] = time.time()
         _write_json_atomically(root / "library.json", metadata)
@@ -314,7 +316,9 @@ class Library:
         folder = self.entry_folder(model_id)
         folder.mkdir(parents=True, exist_ok=True)
         previous = self.get(model_id)
-        record = previous.to_dict() if previous else {"model_id": model_id, "files": {}}
+        record: dict[str, Any] = (
+            previous.to_dict() if previous else {"model_id": model_id, "files": {}}
+        )
         old_files = dict(record["files"])
         files = dict(old_files)
 

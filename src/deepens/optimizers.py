@@ -37,15 +37,15 @@ def tune_domain(parameter: Parameter) -> Any:
         return parameter.choices[0]
     if parameter.kind == "categorical":
         return tune.choice(list(parameter.choices))
-    low, high = parameter.low, parameter.high
+    low, high = float(parameter.low or 0), float(parameter.high or 0)
     if parameter.kind == "int":
         if low == high:
-            return int(low)  # type: ignore[arg-type]
+            return int(low)
         if parameter.log:
-            return tune.lograndint(int(low), int(high) + 1)  # type: ignore[arg-type]
-        return tune.randint(int(low), int(high) + 1)  # type: ignore[arg-type]
+            return tune.lograndint(int(low), int(high) + 1)
+        return tune.randint(int(low), int(high) + 1)
     if low == high:
-        return float(low)  # type: ignore[arg-type]
+        return low
     if parameter.log:
         return tune.loguniform(low, high)
     return tune.uniform(low, high)
@@ -75,7 +75,11 @@ def _asha(settings: SearchSettings) -> Any:
 def _random_searcher(settings: SearchSettings) -> Any:
     from ray.tune.search import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=settings.seed)
+    # A SearchGenerator ignores the Tuner's max_concurrent_trials; it takes its own.
+    return BasicVariantGenerator(
+        random_state=settings.seed,
+        max_concurrent=settings.max_concurrent_trials or 0,
+    )
 
 
 def _setup_random(space: SearchSpace, settings: SearchSettings) -> OptimizerSetup:

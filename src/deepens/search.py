@@ -75,6 +75,13 @@ class SearchSettings:
 
     def validate(self, dataset: ImageDataset | None = None) -> None:
         """Check every setting before anything starts; raise SearchError naming it."""
+        from deepens.optimizers import OPTIMIZERS
+
+        if self.optimizer not in OPTIMIZERS:
+            raise SearchError(
+                f"optimizer {self.optimizer!r} is unknown; choose one of "
+                f"{', '.join(OPTIMIZERS)}"
+            )
         positive_ints = {
             "max_trials": self.max_trials,
             "max_epochs": self.max_epochs,
@@ -270,6 +277,11 @@ class _TrialTracker(_make_tracker_base()):  # type: ignore[misc]
         self.summary = summary
         self.listener = listener
         self.last_epoch: dict[str, int] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Ray Tune pickles its callbacks with the experiment state; a listener
+        # (a progress display, say) holds locks and belongs to this process only.
+        return {**self.__dict__, "listener": None}
 
     def _emit(self, event: str, trial: Any, metrics: dict[str, Any]) -> None:
         if self.listener is not None:

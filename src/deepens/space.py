@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -338,14 +338,16 @@ def _parse_domain(name: str, domain: Any, source: str) -> Parameter:
             )
         return Parameter(name, kind, choices=tuple(choices), condition=condition)
 
-    low, high = domain.get("low"), domain.get("high")
+    raw_low, raw_high = domain.get("low"), domain.get("high")
     if not all(
-        isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)
+        isinstance(v, int | float) and not isinstance(v, bool)
+        for v in (raw_low, raw_high)
     ):
         raise SpaceError(
             f"{source}: {kind} parameter '{name}' needs numeric 'low' and 'high'; "
-            f"got low={low!r}, high={high!r}"
+            f"got low={raw_low!r}, high={raw_high!r}"
         )
+    low, high = float(cast(float, raw_low)), float(cast(float, raw_high))
     if low > high:
         raise SpaceError(
             f"{source}: parameter '{name}' has low {low} above high {high}; swap them"
@@ -366,6 +368,10 @@ def _parse_domain(name: str, domain: Any, source: str) -> Parameter:
         raise SpaceError(
             f"{source}: parameter '{name}' has unknown key(s) {sorted(extra)}; "
             "allowed keys are type, low, high, log, condition"
+        )
+    if kind == "int":
+        return Parameter(
+            name, kind, low=int(low), high=int(high), log=log, condition=condition
         )
     return Parameter(name, kind, low=low, high=high, log=log, condition=condition)
 

@@ -29,6 +29,7 @@ from deepens.models import build_model, count_flops, count_parameters
 from deepens.space import SearchSpace
 from deepens.training import (
     TrainingDiverged,
+    cosine_schedule,
     cross_entropy,
     make_optimizer,
     predict_probabilities,
@@ -142,6 +143,8 @@ def _train(
     optimizer = make_optimizer(model, config)
     augmentation = Augmentation(config).to(device)
     batch_size = min(int(config["batch_size"]), len(dataset.train_images))
+    steps_per_epoch = -(-len(dataset.train_images) // batch_size)
+    scheduler = cosine_schedule(optimizer, steps_per_epoch * job.max_epochs)
     validation_labels = dataset.validation_labels.numpy()
 
     curve: list[float] = []
@@ -157,6 +160,7 @@ def _train(
             device=device,
             generator=generator,
             autocast=job.mixed_precision and device.type == "cuda",
+            scheduler=scheduler,
         )
         probabilities = predict_probabilities(
             model, dataset.validation_images, device=device

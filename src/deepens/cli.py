@@ -1,0 +1,604 @@
+"""The ``deepens`` command line: search, select, run (both) and predict."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from deepens.errors import DeepensError
+from deepens.space import SearchSpace
+
+app = typer.Typer(
+    help=(
+        "AutoML for ensembles of deep image classifiers under an inference budget: "
+        "search builds a library of trained ResNets, select builds the best ensemble "
+        "for each budget from it, run does both, predict uses a saved ensemble."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+space_app = typer.Typer(help="Inspect search-space presets.", no_args_is_help=True)
+app.add_typer(space_app, name="space")
+
+console = Console(stderr=True)
+out = Console()
+_logger = logging.getLogger("deepens.cli")
+
+# ---------------------------------------------------------------- options
+Data = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        help="'digits' (scikit-learn's, the default), 'fashion-mnist' (Debian's "
+        "dataset-fashion-mnist package), a folder of MNIST-style IDX files, a folder "
+        "with one subfolder per class, or an .npz file with arrays x and y.",
+    ),
+]
+Output = Annotated[
+    Path,
+    typer.Option(
+        "--output", "-o", help="Run folder: holds library/, ensembles/, reports."
+    ),
+]
+Seed = Annotated[
+    int, typer.Option(help="Seeds the splits, the optimiser and the trials.")
+]
+ValidationFraction = Annotated[
+    float, typer.Option(help="Share of the training images held out for validation.")
+]
+TestFraction = Annotated[
+    float,
+    typer.Option(help="Share held out for test, when the data set has no test split."),
+]
+MaxTrain = Annotated[
+    int | None,
+    typer.Option(help="Train on at most this many images (stratified sample)."),
+]
+MaxValidation = Annotated[
+    int | None, typer.Option(help="Validate on at most this many images.")
+]
+MaxTest = Annotated[int | None, typer.Option(help="Test on at most this many images.")]
+ImageSize = Annotated[
+    int | None,
+    typer.Option(
+        help="Resize image-folder images to this square size (default: the "
+        "most common size)."
+    ),
+]
+Space = Annotated[
+    str,
+    typer.Option(
+        help="Search space: preset 'small' (CPU-sized) or 'paper' "
+        "(Table 3), or a JSON file (see 'deepens space show')."
+    ),
+]
+Optimizer = Annotated[
+    str, typer.Option(help="Hyperparameter optimiser: asha (default) or random.")
+]
+MaxTrials = Annotated[int, typer.Option(help="Trials to start at most.")]
+TimeBudget = Annotated[
+    float | None,
+    typer.Option("--time-budget", help="Stop the search after this many seconds."),
+]
+MaxEpochs = Annotated[int, typer.Option(help="Epochs a trial trains at most.")]
+GracePeriod = Annotated[
+    int, typer.Option(help="Epochs before the scheduler may stop a trial.")
+]
+ReductionFactor = Annotated[
+    int, typer.Option(help="Scheduler's reduction factor: 1 in N trials goes on.")
+]
+CpusPerTrial = Annotated[float, typer.Option(help="CPUs each trial reserves.")]
+GpusPerTrial = Annotated[
+    float, typer.Option(help="GPUs each trial reserves; fractions share a GPU.")
+]
+MaxConcurrent = Annotated[
+    int | None,
+    typer.Option(help="Trials running at once (default: as resources allow)."),
+]
+MixedPrecision = Annotated[
+    bool, typer.Option(help="Train with bfloat16 autocast on GPUs.")
+]
+Budgets = Annotated[
+    list[float] | None,
+    typer.Option(
+        "--budget",
+        "-b",
+        help="Inference budget in the cost unit; repeat for several. Default: four "
+        "budgets from the cheapest model to the whole pruned library.",
+    ),
+]
+CostUnit = Annotated[
+    str,
+    typer.Option(
+        help="Budget unit: seconds (to predict 2,000 images), flops or parameters."
+    ),
+]
+EnsembleSize = Annotated[
+    int, typer.Option(help="Members of the fixed-size forward-greedy baseline.")
+]
+Pruning = Annotated[
+    float, typer.Option(help="Share of the library (best first) SMOBF chooses from.")
+]
+Methods = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--method",
+        help="Selection method; repeat for several. Default: smobf and greedy.",
+    ),
+]
+Device = Annotated[
+    str, typer.Option(help="Device to measure costs and predict on: cpu, cuda or auto.")
+]
+CostThreads = Annotated[
+    int,
+    typer.Option(help="CPU threads when measuring costs (the same for every model)."),
+]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs.")]
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = RichHandler(console=console, show_path=False, show_time=False)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(message)s", handlers=[handler], force=True
+    )
+    logging.getLogger("deepens").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda"):
+        raise DeepensError(f"--device must be cpu, cuda or auto; got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeepensError(
+            "--device cuda asked for, but no CUDA GPU is visible; use cpu"
+        )
+    return name
+
+
+def _fail(error: Exception) -> None:
+    console.print(f"[bold red]error:[/] {error}")
+    raise typer.Exit(code=2)
+
+
+# -------------------------------------------------------------- progress
+class SearchDisplay:
+    """A rich progress bar of trials with running counts."""
+
+    def __init__(self, max_trials: int) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]search"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} trials"),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.task = self.progress.add_task("search", total=max_trials, status="")
+        self.counts = {"running": 0, "finished": 0, "stopped": 0, "failed": 0}
+        self.best: float | None = None
+        self.models: set[str] = set()
+
+    def __call__(self, event: str, trial_id: str, metrics: dict[str, Any]) -> None:
+        if event == "start":
+            self.counts["running"] += 1
+        elif event == "result":
+            loss = metrics.get("validation_loss")
+            if loss is not None and (self.best is None or loss < self.best):
+                self.best = float(loss)
+            if metrics.get("model_id"):
+                self.models.add(str(metrics["model_id"]))
+        else:
+            self.counts["running"] -= 1
+            self.counts[str(metrics.get("outcome", "failed"))] += 1
+            self.progress.advance(self.task)
+        best = "-" if self.best is None else f"{self.best:.4f}"
+        status = (
+            f"running {self.counts['running']}  finished {self.counts['finished']}  "
+            f"stopped {self.counts['stopped']}  failed {self.counts['failed']}  "
+            f"best val loss {best}  library {len(self.models)}"
+        )
+        self.progress.update(self.task, status=status)
+
+
+# -------------------------------------------------------------- commands
+def _load_data(
+    data: str,
+    seed: int,
+    validation_fraction: float,
+    test_fraction: float,
+    max_train: int | None,
+    max_validation: int | None,
+    max_test: int | None,
+    image_size: int | None,
+) -> Any:
+    from deepens.data import load_dataset
+
+    with console.status(f"loading {data}"):
+        dataset = load_dataset(
+            data,
+            validation_fraction=validation_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+            max_train_samples=max_train,
+            max_validation_samples=max_validation,
+            max_test_samples=max_test,
+            image_size=image_size,
+        )
+    if dataset.skipped_files:
+        # The loader logs each skipped file; this is the summary a user acts on.
+        console.print(
+            f"[yellow]skipped {len(dataset.skipped_files)} unreadable or non-image "
+            "file(s), listed above[/]"
+        )
+    return dataset
+
+
+def _search(dataset: Any, output: Path, space: Any, settings: Any) -> Any:
+    from deepens.library import Library
+    from deepens.search import run_search
+
+    display = SearchDisplay(settings.max_trials)
+    started = time.perf_counter()
+    with display.progress:
+        summary = run_search(
+            dataset, space, output / "library", settings, listener=display
+        )
+    console.print(
+        f"search: {summary.trials_started} trials in "
+        f"{time.perf_counter() - started:.0f} s "
+        f"({summary.trials_finished} finished, {summary.trials_stopped} stopped early, "
+        f"{summary.trials_failed} failed)"
+    )
+    return summary, Library.open(output / "library")
+
+
+def _measure(library: Any, dataset: Any, device: str, threads: int) -> None:
+    from deepens.cost import measure_library
+
+    with Progress(
+        TextColumn("[bold]measuring costs"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} models"),
+        console=console,
+    ) as progress:
+        task = progress.add_task("measure", total=None)
+
+        def listener(position: int, total: int, model_id: str) -> None:
+            progress.update(task, completed=position, total=total)
+
+        count = measure_library(
+            library, dataset, device=device, threads=threads, listener=listener
+        )
+    console.print(f"measured {count} model(s) on {device} with {threads} thread(s)")
+
+
+def _select_and_report(
+    library: Any,
+    output: Path,
+    budgets: list[float] | None,
+    cost_unit: str,
+    methods: list[str] | None,
+    ensemble_size: int,
+    pruning: float,
+) -> None:
+    from deepens.report import plot_pareto, write_json
+    from deepens.workflow import DEFAULT_METHODS, select
+
+    report = select(
+        library,
+        budgets,
+        cost_unit=cost_unit,
+        methods=methods or list(DEFAULT_METHODS),
+        ensemble_size=ensemble_size,
+        pruning_fraction=pruning,
+        output=output,
+    )
+    _print_report(report)
+    json_path = write_json(report, output / "results.json")
+    plot_path = plot_pareto(report, output / "pareto.png")
+    console.print(
+        f"wrote {json_path} and {plot_path}; ensembles under {output}/ensembles"
+    )
+    for message in report.errors:
+        console.print(f"[yellow]{message}[/]")
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def _print_report(report: Any) -> None:
+    best = report.best_single
+    table = Table(
+        title=f"Ensembles per budget ({report.cost_unit}); library of "
+        f"{report.library_size} models"
+    )
+    for column in (
+        "budget",
+        "method",
+        "members",
+        "cost",
+        "val loss",
+        "val err %",
+        "test loss",
+        "test err %",
+    ):
+        table.add_column(column, justify="right" if column != "method" else "left")
+    for row in sorted(report.rows, key=lambda r: (r.budget, r.method)):
+        table.add_row(
+            f"{row.budget:.4g}",
+            row.method,
+            str(len(row.members)),
+            f"{row.cost:.4g}",
+            f"{row.validation_loss:.4f}",
+            _percent(row.validation_error),
+            "-" if row.test_loss is None else f"{row.test_loss:.4f}",
+            _percent(row.test_error),
+        )
+    out.print(table)
+    out.print(
+        f"best single model {best['model_id']}: cost {best['cost']:.4g}, "
+        f"validation loss {best['validation_loss']:.4f}, "
+        f"test error {_percent(best.get('test_error'))} %"
+    )
+
+
+def _settings(**values: Any) -> Any:
+    from deepens.search import SearchSettings
+
+    settings = SearchSettings(
+        **{
+            k: v
+            for k, v in values.items()
+            if v is not None or k in ("time_budget_s", "max_concurrent_trials")
+        }
+    )
+    settings.validate()
+    return settings
+
+
+@app.command()
+def run(
+    data: Data = "digits",
+    output: Output = Path("runs/digits"),
+    space: Space = "small",
+    optimizer: Optimizer = "asha",
+    max_trials: MaxTrials = 12,
+    time_budget: TimeBudget = None,
+    max_epochs: MaxEpochs = 4,
+    grace_period: GracePeriod = 1,
+    reduction_factor: ReductionFactor = 2,
+    cpus_per_trial: CpusPerTrial = 1.0,
+    gpus_per_trial: GpusPerTrial = 0.0,
+    max_concurrent: MaxConcurrent = None,
+    mixed_precision: MixedPrecision = False,
+    budget: Budgets = None,
+    cost_unit: CostUnit = "seconds",
+    method: Methods = None,
+    ensemble_size: EnsembleSize = 5,
+    pruning_fraction: Pruning = 0.2,
+    device: Device = "auto",
+    cost_threads: CostThreads = 1,
+    seed: Seed = 0,
+    validation_fraction: ValidationFraction = 0.15,
+    test_fraction: TestFraction = 0.2,
+    max_train_samples: MaxTrain = None,
+    max_validation_samples: MaxValidation = None,
+    max_test_samples: MaxTest = None,
+    image_size: ImageSize = None,
+    verbose: Verbose = False,
+) -> None:
+    """Search, measure, select and report in one go.
+
+    Trains a library of networks with the chosen optimiser on Ray Tune, measures
+    each model's inference cost, then builds the SMOBF ensemble (and the
+    fixed-size greedy baseline) for each budget. Writes OUTPUT/library,
+    OUTPUT/ensembles, OUTPUT/results.json and OUTPUT/pareto.png.
+    """
+    _setup_logging(verbose)
+    try:
+        settings = _settings(
+            optimizer=optimizer,
+            max_trials=max_trials,
+            time_budget_s=time_budget,
+            max_epochs=max_epochs,
+            grace_period=grace_period,
+            reduction_factor=reduction_factor,
+            cpus_per_trial=cpus_per_trial,
+            gpus_per_trial=gpus_per_trial,
+            max_concurrent_trials=max_concurrent,
+            seed=seed,
+            mixed_precision=mixed_precision,
+        )
+        device = _device(device)
+        loaded_space = SearchSpace.load(space)
+        dataset = _load_data(
+            data,
+            seed,
+            validation_fraction,
+            test_fraction,
+            max_train_samples,
+            max_validation_samples,
+            max_test_samples,
+            image_size,
+        )
+        _summary, library = _search(dataset, output, loaded_space, settings)
+        _measure(library, dataset, device, cost_threads)
+        _select_and_report(
+            library, output, budget, cost_unit, method, ensemble_size, pruning_fraction
+        )
+    except DeepensError as error:
+        _fail(error)
+
+
+@app.command()
+def search(
+    data: Data = "digits",
+    output: Output = Path("runs/digits"),
+    space: Space = "small",
+    optimizer: Optimizer = "asha",
+    max_trials: MaxTrials = 12,
+    time_budget: TimeBudget = None,
+    max_epochs: MaxEpochs = 4,
+    grace_period: GracePeriod = 1,
+    reduction_factor: ReductionFactor = 2,
+    cpus_per_trial: CpusPerTrial = 1.0,
+    gpus_per_trial: GpusPerTrial = 0.0,
+    max_concurrent: MaxConcurrent = None,
+    mixed_precision: MixedPrecision = False,
+    device: Device = "auto",
+    cost_threads: CostThreads = 1,
+    seed: Seed = 0,
+    validation_fraction: ValidationFraction = 0.15,
+    test_fraction: TestFraction = 0.2,
+    max_train_samples: MaxTrain = None,
+    max_validation_samples: MaxValidation = None,
+    max_test_samples: MaxTest = None,
+    image_size: ImageSize = None,
+    verbose: Verbose = False,
+) -> None:
+    """Build (or extend) the library at OUTPUT/library, and measure its models."""
+    _setup_logging(verbose)
+    try:
+        settings = _settings(
+            optimizer=optimizer,
+            max_trials=max_trials,
+            time_budget_s=time_budget,
+            max_epochs=max_epochs,
+            grace_period=grace_period,
+            reduction_factor=reduction_factor,
+            cpus_per_trial=cpus_per_trial,
+            gpus_per_trial=gpus_per_trial,
+            max_concurrent_trials=max_concurrent,
+            seed=seed,
+            mixed_precision=mixed_precision,
+        )
+        device = _device(device)
+        loaded_space = SearchSpace.load(space)
+        dataset = _load_data(
+            data,
+            seed,
+            validation_fraction,
+            test_fraction,
+            max_train_samples,
+            max_validation_samples,
+            max_test_samples,
+            image_size,
+        )
+        _summary, library = _search(dataset, output, loaded_space, settings)
+        _measure(library, dataset, device, cost_threads)
+        console.print(
+            f"library: {len(library.entries(('finished', 'stopped')))} models "
+            f"at {library.path}"
+        )
+    except DeepensError as error:
+        _fail(error)
+
+
+@app.command()
+def select(
+    output: Output = Path("runs/digits"),
+    library: Annotated[
+        Path | None,
+        typer.Option(help="Library folder (default: OUTPUT/library)."),
+    ] = None,
+    budget: Budgets = None,
+    cost_unit: CostUnit = "seconds",
+    method: Methods = None,
+    ensemble_size: EnsembleSize = 5,
+    pruning_fraction: Pruning = 0.2,
+    verbose: Verbose = False,
+) -> None:
+    """Build ensembles for new budgets from an existing library, without training."""
+    from deepens.library import Library
+
+    _setup_logging(verbose)
+    try:
+        opened = Library.open(library or output / "library")
+        _select_and_report(
+            opened, output, budget, cost_unit, method, ensemble_size, pruning_fraction
+        )
+    except DeepensError as error:
+        _fail(error)
+
+
+@app.command()
+def predict(
+    ensemble: Annotated[Path, typer.Argument(help="A saved ensemble folder.")],
+    inputs: Annotated[
+        Path,
+        typer.Argument(help="An image file, a folder of images, or an .npz with x."),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="CSV file to write.")
+    ] = Path("predictions.csv"),
+    device: Device = "auto",
+    verbose: Verbose = False,
+) -> None:
+    """Predict each input's class and class probabilities, written as CSV."""
+    from deepens.data import load_prediction_inputs
+    from deepens.ensemble import Ensemble
+
+    _setup_logging(verbose)
+    try:
+        loaded = Ensemble.load(ensemble)
+        images, names = load_prediction_inputs(
+            inputs, channels=loaded.channels, image_size=loaded.image_size
+        )
+        probabilities = loaded.predict_proba(images, device=_device(device))
+    except DeepensError as error:
+        _fail(error)
+        return
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["input", "predicted_class", *loaded.class_names])
+        for name, row in zip(names, probabilities, strict=True):
+            writer.writerow(
+                [
+                    name,
+                    loaded.class_names[int(row.argmax())],
+                    *(f"{p:.6f}" for p in row),
+                ]
+            )
+    console.print(f"wrote {len(names)} prediction(s) to {output}")
+
+
+@space_app.command("show")
+def space_show(
+    name: Annotated[
+        str, typer.Argument(help="A preset (small, paper) or a JSON file.")
+    ],
+) -> None:
+    """Print a search space as JSON, to copy, edit and pass to --space."""
+    from deepens.space import SearchSpace
+
+    try:
+        out.print_json(json.dumps(SearchSpace.load(name).to_dict()))
+    except DeepensError as error:
+        _fail(error)
+
+
+def main() -> None:
+    """Entry point of the ``deepens`` console script."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("interrupted; the library keeps every model committed so far")
+        sys.exit(130)

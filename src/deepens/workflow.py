@@ -1,0 +1,264 @@
+"""Selection around the algorithms: from a library and budgets to ensembles.
+
+This module gathers the library's cached predictions and costs, calls the
+selection algorithms of :mod:`deepens.selection` for every budget, scores the
+chosen ensembles on the test split and saves them. It never trains or runs a
+network except to save ensembles, so a new budget is answered in seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepens.combiners import combine
+from deepens.errors import LibraryError
+from deepens.library import COST_UNITS, Library, LibraryEntry
+from deepens.selection import SelectedEnsemble, select_ensembles
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_METHODS = ("smobf", "greedy")
+
+
+@dataclass
+class EnsembleRow:
+    """One ensemble found for one budget by one method, scored on test data."""
+
+    method: str
+    budget: float
+    members: list[str]
+    weights: list[float]
+    cost: float
+    validation_loss: float
+    validation_error: float
+    test_loss: float | None
+    test_error: float | None
+    saved_to: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+@dataclass
+class SelectionReport:
+    """Every ensemble found, plus the best single model for comparison."""
+
+    cost_unit: str
+    budgets: list[float]
+    rows: list[EnsembleRow]
+    best_single: dict[str, Any]
+    library_size: int
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cost_unit": self.cost_unit,
+            "budgets": self.budgets,
+            "library_size": self.library_size,
+            "best_single_model": self.best_single,
+            "ensembles": [row.to_dict() for row in self.rows],
+            "models": self.candidates,
+            "errors": self.errors,
+        }
+
+
+def usable_entries(library: Library, cost_unit: str) -> list[LibraryEntry]:
+    """Entries with validation and test predictions and a known cost."""
+    if cost_unit not in COST_UNITS:
+        raise LibraryError(
+            f"cost unit {cost_unit!r} is unknown; allowed are {COST_UNITS}"
+        )
+    entries = [
+        entry
+        for entry in library.entries(("finished", "stopped", "imported"))
+        if "validation" in entry.files and entry.cost(cost_unit) is not None
+    ]
+    if not entries:
+        raise LibraryError(
+            f"{library.path} has no model with validation predictions and a "
+            f"{cost_unit} cost; run 'deepens search' first"
+        )
+    return entries
+
+
+def default_budgets(
+    costs: Sequence[float],
+    losses: Sequence[float],
+    pruning_fraction: float = 0.2,
+    count: int = 4,
+) -> list[float]:
+    """Budgets from the cheapest model SMOBF keeps to all the models it keeps.
+
+    SMOBF chooses among the best ``pruning_fraction`` of the library, so the
+    smallest useful budget is the cheapest of those and the largest is their
+    summed cost; budgets in between are spaced geometrically.
+    """
+    costs_array = np.asarray(costs, dtype=float)
+    order = np.argsort(np.asarray(losses, dtype=float), kind="stable")
+    kept = costs_array[order[: max(1, math.ceil(pruning_fraction * len(order)))]]
+    low = float(kept.min())
+    high = max(float(kept.sum()), 4 * low)
+    return [float(b) for b in np.geomspace(low, high, count)]
+
+
+def _score(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    rows = np.arange(len(labels))
+    true_class = np.clip(probabilities[rows, labels], 1e-7, 1.0)
+    return float(-np.log(true_class).mean()), float(
+        (probabilities.argmax(1) != labels).mean()
+    )
+
+
+def select(
+    library: Library,
+    budgets: Sequence[float] | None = None,
+    *,
+    cost_unit: str = "seconds",
+    methods: Sequence[str] = DEFAULT_METHODS,
+    ensemble_size: int = 5,
+    pruning_fraction: float = 0.2,
+    weights: Sequence[float] = (0.1, 0.01, 0.001),
+    metric: str = "cross_entropy",
+    output: str | os.PathLike[str] | None = None,
+) -> SelectionReport:
+    """Find the ensemble of each method for each budget and score it on test data.
+
+    Parameters
+    ----------
+    library : Library
+        A library with measured models.
+    budgets : sequence of float, optional
+        In ``cost_unit``; by default four budgets spread from the cheapest model
+        to the whole pruned library.
+    methods : sequence of str
+        Selection methods (see :data:`deepens.selection.METHODS`).
+    output : path, optional
+        Where to save each ensemble (``ensembles/<method>-<budget>/``).
+    """
+    entries = usable_entries(library, cost_unit)
+    costs = [float(entry.cost(cost_unit)) for entry in entries]  # type: ignore[arg-type]
+    losses = [
+        entry.validation_loss if entry.validation_loss is not None else math.inf
+        for entry in entries
+    ]
+    if budgets is None:
+        budgets = default_budgets(costs, losses, pruning_fraction)
+    validation = [entry.validation_probabilities() for entry in entries]
+    labels = library.validation_labels
+    names = [entry.model_id for entry in entries]
+
+    rows: list[EnsembleRow] = []
+    for method in methods:
+        result = select_ensembles(
+            validation,
+            labels,
+            costs,
+            list(budgets),
+            method=method,
+            weights=weights,
+            pruning_fraction=pruning_fraction,
+            metric=metric,
+            ensemble_size=ensemble_size,
+            model_names=names,
+            model_losses=losses,
+            num_classes=library.num_classes,
+        )
+        for budget, chosen in result.ensembles.items():
+            rows.append(
+                _row(library, entries, method, budget, chosen, cost_unit, output)
+            )
+
+    return SelectionReport(
+        cost_unit=cost_unit,
+        budgets=[float(b) for b in budgets],
+        rows=rows,
+        best_single=_best_single(library, entries, cost_unit),
+        library_size=len(entries),
+        candidates=[_describe(entry, cost_unit) for entry in entries],
+    )
+
+
+def _row(
+    library: Library,
+    entries: list[LibraryEntry],
+    method: str,
+    budget: float,
+    chosen: SelectedEnsemble,
+    cost_unit: str,
+    output: str | os.PathLike[str] | None,
+) -> EnsembleRow:
+    # With-replacement methods may pick a model twice: it runs once, weighted by
+    # its pick count.
+    model_weights = chosen.model_weights()
+    members = [entries[i] for i in model_weights]
+    member_weights = list(model_weights.values())
+    test_loss = test_error = None
+    test_labels = library.test_labels
+    if test_labels is not None and all("test" in m.files for m in members):
+        combined = combine(
+            [np.asarray(m.test_probabilities(), dtype=np.float32) for m in members],
+            weights=member_weights,
+        )
+        test_loss, test_error = _score(combined, test_labels)
+    row = EnsembleRow(
+        method=method,
+        budget=float(budget),
+        members=[m.model_id for m in members],
+        weights=[float(w) for w in member_weights],
+        cost=float(chosen.cost),
+        validation_loss=float(chosen.validation_loss),
+        validation_error=float(chosen.validation_error),
+        test_loss=test_loss,
+        test_error=test_error,
+    )
+    if output is not None and all(m.has_weights for m in members):
+        from deepens.ensemble import Ensemble
+
+        folder = Path(output) / "ensembles" / f"{method}-budget-{budget:.6g}"
+        ensemble = Ensemble.from_library(
+            library,
+            row.members,
+            row.weights,
+            cost=row.cost,
+            cost_unit=cost_unit,
+            info={"method": method, "budget": row.budget},
+        )
+        row.saved_to = str(ensemble.save(folder))
+    return row
+
+
+def _describe(entry: LibraryEntry, cost_unit: str) -> dict[str, Any]:
+    test = entry.test_probabilities()
+    return {
+        "model_id": entry.model_id,
+        "status": entry.status,
+        "epochs": entry.epochs,
+        "cost": entry.cost(cost_unit),
+        "parameters": entry.parameters,
+        "flops": entry.flops,
+        "validation_loss": entry.validation_loss,
+        "validation_error": entry.validation_error,
+        "has_test": test is not None,
+    }
+
+
+def _best_single(
+    library: Library, entries: list[LibraryEntry], cost_unit: str
+) -> dict[str, Any]:
+    """The model with the lowest validation loss, scored on the test split."""
+    best = min(entries, key=lambda e: (e.validation_loss or math.inf, e.model_id))
+    summary = _describe(best, cost_unit)
+    test = best.test_probabilities()
+    if test is not None and library.test_labels is not None:
+        loss, error = _score(np.asarray(test, dtype=np.float32), library.test_labels)
+        summary.update(test_loss=loss, test_error=error)
+    return summary

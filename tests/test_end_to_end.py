@@ -1,0 +1,176 @@
+"""The main job on a small slice of digits, through the command line."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from deepens.cli import app
+from deepens.ensemble import Ensemble
+from deepens.library import Library
+
+pytestmark = pytest.mark.slow
+
+SLICE = [
+    "--data",
+    "digits",
+    "--max-train-samples",
+    "300",
+    "--max-validation-samples",
+    "150",
+    "--max-test-samples",
+    "150",
+    "--max-trials",
+    "4",
+    "--max-epochs",
+    "2",
+    "--max-concurrent",
+    "2",
+    "--cost-threads",
+    "1",
+    "--device",
+    "cpu",
+]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    output = tmp_path_factory.mktemp("run")
+    result = CliRunner().invoke(app, ["run", "--output", str(output), *SLICE])
+    assert result.exit_code == 0, result.output
+    return output, result.output
+
+
+def test_run_fills_a_library_with_measured_models(finished_run):
+    output, _ = finished_run
+
+    library = Library.open(output / "library")
+    entries = library.entries()
+
+    assert len(entries) == 4
+    for entry in entries:
+        assert entry.status in ("finished", "stopped")
+        assert 1 <= entry.epochs <= 2
+        assert entry.cost_seconds > 0 and entry.flops > 0 and entry.parameters > 0
+        assert entry.validation_probabilities().shape == (150, 10)
+        assert entry.test_probabilities().dtype == np.float16
+
+
+def test_run_reports_ensembles_within_every_budget(finished_run):
+    output, printed = finished_run
+
+    report = json.loads((output / "results.json").read_text())
+
+    assert "Ensembles per budget" in printed and "best single model" in printed
+    assert {row["method"] for row in report["ensembles"]} == {"smobf", "greedy"}
+    assert len(report["budgets"]) == 4
+    for row in report["ensembles"]:
+        assert 0 < row["cost"] <= row["budget"] * (1 + 1e-9)
+        assert row["members"] and abs(sum(row["weights"]) - 1) < 1e-6
+        assert 0 <= row["test_error"] <= 1
+    assert (output / "pareto.png").stat().st_size > 10_000
+
+
+def test_select_answers_a_new_budget_without_training(finished_run):
+    output, _ = finished_run
+    library = Library.open(output / "library")
+    cheapest = min(entry.flops for entry in library.entries())
+    before = {e.model_id: e.files for e in library.entries()}
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "select",
+            "--output",
+            str(output),
+            "--cost-unit",
+            "flops",
+            "--budget",
+            str(cheapest * 10),
+            "--method",
+            "smobf",
+        ],
+    )
+
+    assert result.exit_code == 0, result.output
+    report = json.loads((output / "results.json").read_text())
+    assert report["cost_unit"] == "flops" and report["budgets"] == [cheapest * 10]
+    assert report["ensembles"][0]["cost"] <= cheapest * 10
+    assert {e.model_id: e.files for e in library.entries()} == before
+
+
+def test_a_budget_below_the_cheapest_model_names_its_cost(finished_run):
+    output, _ = finished_run
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "select",
+            "--output",
+            str(output),
+            "--cost-unit",
+            "parameters",
+            "--budget",
+            "1",
+        ],
+    )
+
+    assert result.exit_code == 2
+    assert "cheapest" in result.output and "Traceback" not in result.output
+
+
+def test_predict_writes_one_csv_row_per_input(finished_run, tmp_path):
+    output, _ = finished_run
+    ensemble_folder = sorted((output / "ensembles").iterdir())[-1]
+    rng = np.random.default_rng(0)
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, x=rng.integers(0, 256, (7, 8, 8), dtype=np.uint8))
+    target = tmp_path / "predictions.csv"
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(ensemble_folder),
+            str(inputs),
+            "--output",
+            str(target),
+            "--device",
+            "cpu",
+        ],
+    )
+
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(target.open()))
+    assert rows[0][:2] == ["input", "predicted_class"] and len(rows) == 8
+    probabilities = np.array([[float(v) for v in row[2:]] for row in rows[1:]])
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-4)
+    ensemble = Ensemble.load(ensemble_folder)
+    assert [row[1] for row in rows[1:]] == [
+        ensemble.class_names[i] for i in probabilities.argmax(axis=1)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["run", "--data", "/no/such/folder"], "/no/such/folder"),
+        (["run", "--optimizer", "gradient-descent"], "optimizer 'gradient-descent'"),
+        (["run", "--max-trials", "0"], "max_trials"),
+        (["run", "--space", "nope.json"], "nope.json"),
+        (["select", "--output", "/no/such/run"], "not a deepens library"),
+        (["predict", "/no/such/ensemble", "x.png"], "not a saved ensemble"),
+    ],
+)
+def test_bad_input_gets_a_one_line_error_not_a_traceback(arguments, message, tmp_path):
+    result = CliRunner().invoke(
+        app,
+        [*arguments, "--output", str(tmp_path / "out")]
+        if arguments[0] == "run"
+        else arguments,
+    )
+
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
