@@ -16,6 +16,7 @@ import numpy as np
 
 from deepens.selection._backend import ScoringBackend
 from deepens.selection.metrics import (
+    RESOLUTION,
     cross_entropy_from_sums,
     error_rate_from_counts,
     macro_f1_error_from_counts,
@@ -57,6 +58,7 @@ class CandidateEvaluator:
         self._num_samples = num_samples
         self._class_counts = class_counts
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self.resolution = RESOLUTION[metric]
         self.requested = 0
         self.computed = 0
         self.scoring_seconds = 0.0

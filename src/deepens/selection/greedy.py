@@ -12,7 +12,9 @@ until the ensemble has ``ensemble_size`` picks. Variants:
   model's combiner weight is its pick count over the number of picks;
 * best point (``"greedy_best"``, with replacement): the prefix of the trajectory
   with the lowest error is returned instead of the last one (Caruana et al.'s
-  rule against overfitting late picks; the shortest prefix wins a tie).
+  rule against overfitting late picks). The shortest prefix within the metric's
+  numerical resolution of the lowest error wins
+  (:data:`~deepens.selection.metrics.RESOLUTION`).
 
 With a budget, only candidates keeping the distinct members' summed cost within
 it are considered, and the search stops early when none fits. Ties between
@@ -143,8 +145,9 @@ def forward_greedy(
     )
     length = len(picks)
     if best_point:
-        # The first minimum is the shortest best prefix.
-        length = int(np.argmin(errors_along)) + 1
+        errors = np.asarray(errors_along)
+        near_best = errors <= errors.min() + evaluator.resolution
+        length = int(np.argmax(near_best)) + 1
 
     return library.build_ensemble(
         picks[:length],

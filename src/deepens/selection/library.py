@@ -287,11 +287,13 @@ def prepare_library(
 
     losses, extracted = _pruning_losses(arrays, labels, model_losses, names)
     finite = np.isfinite(losses)
+    reason = (
+        "its validation predictions contain NaN or infinity"
+        if model_losses is None
+        else "its validation loss in model_losses is not finite"
+    )
     for index in np.flatnonzero(~finite):
-        _logger.warning(
-            "Leaving out %s: its validation predictions contain NaN or infinity",
-            describe_model(int(index), names),
-        )
+        _logger.warning("Leaving out %s: %s", describe_model(int(index), names), reason)
     kept, inverse_row_sums, late_drops = _prune(arrays, losses, pruning_fraction, names)
     dropped = tuple(sorted(int(i) for i in np.flatnonzero(~finite))) + late_drops
 

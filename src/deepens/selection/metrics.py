@@ -56,6 +56,23 @@ term fits in int32 with room to spare.
 """
 
 
+RESOLUTION: dict[str, float] = {
+    "cross_entropy": 1e-6,
+    "error_rate": 0.0,
+    "macro_f1": 0.0,
+}
+"""Smallest difference in ``E`` that selection treats as a real improvement.
+
+Cross-entropies of ensembles of different sizes are computed with float32 logs
+(``log s - log k``), so two mathematically equal values (an ensemble and the
+same ensemble plus a duplicate of a member) can differ by about ``1e-7``; a
+step must improve by more than ``1e-6`` to count. Error rate and macro-F1 come
+from exact integer counts and need no margin. Candidates of the *same* step
+are compared exactly: identical models yield identical bits, so ties are exact
+and go to the lowest index.
+"""
+
+
 def cross_entropy_from_sums(
     fixed_point_sums: npt.ArrayLike, picks: int, num_samples: int
 ) -> np.ndarray:

@@ -8,8 +8,11 @@ ensemble ``a`` from empty by the model that minimises the paper's Equation 2:
 where ``C(a')`` is the summed cost, ``B`` the budget, ``E`` the validation error
 metric and ``penalty(a')`` is 0 when ``C(a') <= B`` and infinite otherwise. The
 empty ensemble scores ``+inf``; the search stops when no candidate fits the
-budget or the best candidate does not score strictly lower than the current
-ensemble. Of the ensembles found (one per ``w``), the one with the lowest
+budget or the best candidate does not score lower than the current ensemble.
+"Lower" means lower by more than the metric's numerical resolution
+(:data:`~deepens.selection.metrics.RESOLUTION`: ``1e-6`` for cross-entropy,
+whose float32 logs make mathematically equal scores, such as adding a duplicate
+of a member, differ by rounding; 0 for the count-based metrics). Of the ensembles found (one per ``w``), the one with the lowest
 validation cross-entropy wins.
 
 Ties are broken deterministically: among candidates with equal scores the model
@@ -106,7 +109,7 @@ def smobf_trajectory(
         )
 
         best = int(np.argmin(scores))
-        if not scores[best] < current_score:
+        if not scores[best] < current_score - evaluator.resolution:
             break
 
         position = int(candidates[best])
