@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from deepens.errors import DeepensError, LibraryError
+from deepens.selection._arrays import as_float64
 from deepens.selection.metrics import (
     METRICS,
     PROBABILITY_FLOOR,
@@ -297,7 +298,7 @@ def _check_members(member_probabilities: Sequence[npt.ArrayLike]) -> list[np.nda
 
 def _renormalised(member: np.ndarray, index: int) -> np.ndarray:
     """Member ``index`` in float64 with each row divided by its sum."""
-    values = np.asarray(member, dtype=np.float64)
+    values = as_float64(member)
     row_sums = values.sum(axis=1, keepdims=True)
     if not (np.isfinite(row_sums).all() and (row_sums > 0).all()):
         raise LibraryError(

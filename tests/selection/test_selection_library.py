@@ -232,3 +232,13 @@ def test_bad_costs(costs: list[float], message: str) -> None:
 def test_empty_library() -> None:
     with pytest.raises(LibraryError, match="the library is empty"):
         prepare_library([], zero_labels(2), [])
+
+
+def test_float16_widening_is_exact_for_every_bit_pattern() -> None:
+    from deepens.selection._arrays import as_float64
+
+    every = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    with np.errstate(invalid="ignore"):
+        expected = every.astype(np.float64)
+    np.testing.assert_array_equal(as_float64(every.reshape(256, 256)).ravel(), expected)
+    assert as_float64(np.array([0.5], np.float32)).dtype == np.float64

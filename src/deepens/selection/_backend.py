@@ -9,14 +9,13 @@ exactly what one process would (see
 
 Statistics per metric (one row per candidate):
 
-* ``cross_entropy``: ``sum_i rint(LOG_TERM_SCALE * log max(s_i + t_i, eps * k))``,
-  where
-``s`` is the ensemble's summed true-class probability, ``t`` the candidate's
-  and ``k`` the number of picks including the candidate (Eq. M1 before the mean).
-  Only the ``(models, samples)`` true-class matrix is touched: averaging is
-  linear, so the true-class probability of an average is the average of the
-  members' true-class probabilities, and a candidate costs ``O(N)``, not
-  ``O(N * C)``.
+* ``cross_entropy``: ``sum_i rint(LOG_TERM_SCALE * log max(s_i + t_i, eps * k))``
+  in int64, where ``s`` is the ensemble's summed true-class probability, ``t``
+  the candidate's and ``k`` the number of picks including the candidate (Eq. M1
+  before the mean), all float32. Only the ``(models, samples)`` true-class
+  matrix is touched: averaging is linear, so the true-class probability of an
+  average is the average of the members' true-class probabilities, and a
+  candidate costs ``O(N)``, not ``O(N * C)``.
 * ``error_rate``: the number of samples whose arg-max class is right (Eq. M2).
 * ``macro_f1``: per-class true positives and predicted counts, shape ``(2, C)``
   (Eq. M3).
@@ -34,6 +33,7 @@ from typing import Protocol
 
 import numpy as np
 
+from deepens.selection._arrays import as_float64
 from deepens.selection.metrics import LOG_TERM_SCALE, PROBABILITY_FLOOR
 
 # Candidates scored per vectorised block: 64 x 2,000 float32 values stay in cache.
@@ -153,7 +153,7 @@ class NumpyBackend:
             summed += ensemble_sum
             # Rounding is monotone, so every sum is at least the rounded sum of
             # the minima: when that clears the floor the clip (a quarter of the
-            # time) cannot change anything and is skipped.
+            # kernel's time) cannot change anything and is skipped.
             if ensemble_minimum + self._true_class_minimum[block].min() < floor:
                 np.maximum(summed, floor, out=summed)
             sums[start : start + len(block)] = self._fixed_point_log_sums(summed)
@@ -188,8 +188,9 @@ class NumpyBackend:
         return self._full_sum_cache
 
     def _normalised(self, member: int) -> np.ndarray:
-        predictions = np.asarray(self._data.member_predictions[member], np.float64)
-        return predictions * self._data.inverse_row_sums[member][:, None]
+        predictions = as_float64(self._data.member_predictions[member])
+        predictions *= self._data.inverse_row_sums[member][:, None]
+        return predictions
 
     def _candidate_predictions(
         self, counts: np.ndarray, candidates: np.ndarray

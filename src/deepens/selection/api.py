@@ -12,9 +12,7 @@ from deepens.selection.ensemble import SelectedEnsemble, SelectionResult
 from deepens.selection.greedy import check_ensemble_size, forward_greedy
 from deepens.selection.library import (
     PreparedLibrary,
-    check_budget_value,
-    check_device,
-    check_pruning_fraction,
+    is_valid_budget,
     prepare_library,
 )
 from deepens.selection.metrics import METRICS
@@ -118,9 +116,8 @@ def select_ensembles(
     SelectionError
         An invalid setting (names the parameter, allowed and received values).
     """
+    # Settings first, so a typo fails before any prediction is read.
     check_settings(method, weights, metric, ensemble_size, budgets)
-    check_pruning_fraction(pruning_fraction)
-    check_device(device)
     library = prepare_library(
         validation_probabilities,
         validation_labels,
@@ -226,10 +223,6 @@ def check_settings(
     budget_list = list(budgets)
     if not budget_list:
         raise invalid_setting("budgets", "a non-empty sequence of budgets", budgets)
-    for budget in budget_list:
-        try:
-            check_budget_value(budget)
-        except ValueError:
-            raise invalid_setting(
-                "budgets", "positive finite numbers", budget
-            ) from None
+    invalid = [budget for budget in budget_list if not is_valid_budget(budget)]
+    if invalid:
+        raise invalid_setting("budgets", "positive finite numbers", invalid[0])

@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from deepens.errors import BudgetError, LibraryError
+from deepens.selection._arrays import as_float64
 from deepens.selection._backend import ScoringBackend, ShardData, make_local_backend
 from deepens.selection._errors import SelectionError, invalid_setting, one_of
 from deepens.selection._evaluator import CandidateEvaluator
@@ -286,45 +287,60 @@ def prepare_library(
     _check_shards(shards, device, labels.shape[0])
 
     losses, extracted = _pruning_losses(arrays, labels, model_losses, names)
-    finite = np.isfinite(losses)
-    reason = (
-        "its validation predictions contain NaN or infinity"
-        if model_losses is None
-        else "its validation loss in model_losses is not finite"
-    )
-    for index in np.flatnonzero(~finite):
-        _logger.warning("Leaving out %s: %s", describe_model(int(index), names), reason)
+    non_finite = [int(index) for index in np.flatnonzero(~np.isfinite(losses))]
+    _warn_left_out(non_finite, names, from_losses=model_losses is not None)
     kept, inverse_row_sums, late_drops = _prune(arrays, losses, pruning_fraction, names)
-    dropped = tuple(sorted(int(i) for i in np.flatnonzero(~finite))) + late_drops
 
-    true_class = np.stack(
-        [
-            (
-                extracted[index]
-                if index in extracted
-                else _true_class(arrays[index], labels)
-            )
-            * inverse_row_sums[position]
-            for position, index in enumerate(kept)
-        ]
-    ).astype(np.float32)
     data = ShardData(
-        true_class_probabilities=true_class,
+        true_class_probabilities=_pruned_true_class(
+            arrays, labels, kept, inverse_row_sums, extracted
+        ),
         labels=labels,
         member_predictions=[arrays[index] for index in kept],
         inverse_row_sums=np.stack(inverse_row_sums),
         num_classes=classes,
     )
+    dropped = tuple(sorted(non_finite + list(late_drops)))
     return PreparedLibrary(
         model_indices=kept,
         library_costs=library_costs,
         model_names=names,
-        dropped=tuple(sorted(dropped)),
+        dropped=dropped,
         data=data,
         pruning_fraction=float(pruning_fraction),
         device=device,
         shards=shards,
     )
+
+
+def _warn_left_out(
+    indices: Sequence[int], names: Sequence[str] | None, *, from_losses: bool
+) -> None:
+    reason = (
+        "its validation loss in model_losses is not finite"
+        if from_losses
+        else "its validation predictions contain NaN or infinity"
+    )
+    for index in indices:
+        _logger.warning("Leaving out %s: %s", describe_model(index, names), reason)
+
+
+def _pruned_true_class(
+    arrays: Sequence[np.ndarray],
+    labels: np.ndarray,
+    kept: Sequence[int],
+    inverse_row_sums: Sequence[np.ndarray],
+    extracted: dict[int, np.ndarray],
+) -> np.ndarray:
+    """``(K, N)`` float32 true-class probabilities of the renormalised rows."""
+    rows = []
+    for index, row_scale in zip(kept, inverse_row_sums, strict=True):
+        # Reuse what pruning already read; read it now if model_losses was given.
+        true_class = extracted.get(index)
+        if true_class is None:
+            true_class = _true_class(arrays[index], labels)
+        rows.append(true_class * row_scale)
+    return np.stack(rows).astype(np.float32)
 
 
 def check_pruning_fraction(pruning_fraction: float) -> None:
@@ -338,12 +354,17 @@ def check_pruning_fraction(pruning_fraction: float) -> None:
         )
 
 
+def is_valid_budget(budget: object) -> bool:
+    """Whether ``budget`` is a positive finite number."""
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Real):
+        return False
+    value = float(budget)
+    return math.isfinite(value) and value > 0
+
+
 def check_budget_value(budget: float | None) -> None:
     """Raise unless ``budget`` is a positive finite number (or ``None``)."""
-    if budget is None:
-        return
-    is_number = isinstance(budget, numbers.Real) and not isinstance(budget, bool)
-    if not (is_number and math.isfinite(budget) and budget > 0):
+    if budget is not None and not is_valid_budget(budget):
         raise invalid_setting("budget", "a positive finite number", budget)
 
 
@@ -530,7 +551,7 @@ def _inverse_row_sums(
 
     Raises :class:`LibraryError` when the rows are not probability vectors.
     """
-    row_sums = predictions.sum(axis=1, dtype=np.float64)
+    row_sums = as_float64(predictions).sum(axis=1)
     # A NaN or infinity anywhere in a row makes its sum non-finite.
     if not np.isfinite(row_sums).all():
         return None

@@ -12,8 +12,9 @@ budget or the best candidate does not score lower than the current ensemble.
 "Lower" means lower by more than the metric's numerical resolution
 (:data:`~deepens.selection.metrics.RESOLUTION`: ``1e-6`` for cross-entropy,
 whose float32 logs make mathematically equal scores, such as adding a duplicate
-of a member, differ by rounding; 0 for the count-based metrics). Of the ensembles found (one per ``w``), the one with the lowest
-validation cross-entropy wins.
+of a member, differ by rounding; 0 for the count-based metrics). Of the
+ensembles found (one per ``w``), the one with the lowest validation
+cross-entropy wins.
 
 Ties are broken deterministically: among candidates with equal scores the model
 with the lowest input index is picked; among weights with equal cross-entropy
