@@ -173,6 +173,19 @@ def test_invalid_settings(keywords: dict, message: str) -> None:
     assert isinstance(caught.value, ValueError)
 
 
+def test_numpy_budgets_are_accepted_and_reported_plainly() -> None:
+    result = select_ensembles(
+        GOOD_CHEAP,
+        zero_labels(2),
+        np.array([10.0, 1.0]),
+        np.array([10.0]),
+        pruning_fraction=1,
+    )
+    assert list(result.ensembles) == [10.0]
+    with pytest.raises(SelectionError, match=r"received 0.0$"):
+        select_ensembles(GOOD_CHEAP, zero_labels(2), [10.0, 1.0], np.array([0.0]))
+
+
 def test_results_serialise_to_json() -> None:
     result = select_ensembles(
         GOOD_CHEAP,

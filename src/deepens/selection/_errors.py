@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
+
 from deepens.errors import DeepensError
 
 
@@ -16,6 +18,9 @@ class SelectionError(DeepensError, ValueError):
 
 def invalid_setting(parameter: str, allowed: str, received: object) -> SelectionError:
     """Build the error for ``parameter`` holding ``received`` instead of ``allowed``."""
+    if isinstance(received, np.generic):
+        # numpy 2 writes np.float64(0.0); the user typed 0.0.
+        received = received.item()
     return SelectionError(f"{parameter} must be {allowed}; received {received!r}")
 
 

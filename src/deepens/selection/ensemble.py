@@ -81,7 +81,8 @@ class SelectionResult:
     Attributes
     ----------
     ensembles
-        The ensemble for each budget, keyed by budget, in the order given.
+        The ensemble for each budget, keyed by budget (as a float), in the order
+        given; a budget given twice appears once.
     pareto
         The non-dominated ``(cost, validation_loss)`` ensembles among all found,
         cheapest first.
