@@ -44,6 +44,7 @@ Data = Annotated[
         help="'digits' (scikit-learn's, the default), 'fashion-mnist' (Debian's "
         "dataset-fashion-mnist package), a folder of MNIST-style IDX files, a folder "
         "with one subfolder per class, or an .npz file with arrays x and y.",
+        rich_help_panel="Data",
     ),
 ]
 Output = Annotated[
@@ -53,62 +54,112 @@ Output = Annotated[
     ),
 ]
 Seed = Annotated[
-    int, typer.Option(help="Seeds the splits, the optimiser and the trials.")
+    int,
+    typer.Option(
+        help="Seeds the splits, the optimiser and the trials.", rich_help_panel="Data"
+    ),
 ]
 ValidationFraction = Annotated[
-    float, typer.Option(help="Share of the training images held out for validation.")
+    float,
+    typer.Option(
+        help="Share of the training images held out for validation.",
+        rich_help_panel="Data",
+    ),
 ]
 TestFraction = Annotated[
     float,
-    typer.Option(help="Share held out for test, when the data set has no test split."),
+    typer.Option(
+        help="Share held out for test, when the data set has no test split.",
+        rich_help_panel="Data",
+    ),
 ]
 MaxTrain = Annotated[
     int | None,
-    typer.Option(help="Train on at most this many images (stratified sample)."),
+    typer.Option(
+        help="Train on at most this many images (stratified sample).",
+        rich_help_panel="Data",
+    ),
 ]
 MaxValidation = Annotated[
-    int | None, typer.Option(help="Validate on at most this many images.")
+    int | None,
+    typer.Option(help="Validate on at most this many images.", rich_help_panel="Data"),
 ]
-MaxTest = Annotated[int | None, typer.Option(help="Test on at most this many images.")]
+MaxTest = Annotated[
+    int | None,
+    typer.Option(help="Test on at most this many images.", rich_help_panel="Data"),
+]
 ImageSize = Annotated[
     int | None,
     typer.Option(
         help="Resize image-folder images to this square size (default: the "
-        "most common size)."
+        "most common size).",
+        rich_help_panel="Data",
     ),
 ]
 Space = Annotated[
     str,
     typer.Option(
         help="Search space: preset 'small' (CPU-sized) or 'paper' "
-        "(Table 3), or a JSON file (see 'deepens space show')."
+        "(Table 3), or a JSON file (see 'deepens space show').",
+        rich_help_panel="Search",
     ),
 ]
 Optimizer = Annotated[
-    str, typer.Option(help="Hyperparameter optimiser: asha (default) or random.")
+    str,
+    typer.Option(
+        help="Hyperparameter optimiser: asha (default) or random.",
+        rich_help_panel="Search",
+    ),
 ]
-MaxTrials = Annotated[int, typer.Option(help="Trials to start at most.")]
+MaxTrials = Annotated[
+    int, typer.Option(help="Trials to start at most.", rich_help_panel="Search")
+]
 TimeBudget = Annotated[
     float | None,
-    typer.Option("--time-budget", help="Stop the search after this many seconds."),
+    typer.Option(
+        "--time-budget",
+        help="Stop the search after this many seconds.",
+        rich_help_panel="Search",
+    ),
 ]
-MaxEpochs = Annotated[int, typer.Option(help="Epochs a trial trains at most.")]
+MaxEpochs = Annotated[
+    int, typer.Option(help="Epochs a trial trains at most.", rich_help_panel="Search")
+]
 GracePeriod = Annotated[
-    int, typer.Option(help="Epochs before the scheduler may stop a trial.")
+    int,
+    typer.Option(
+        help="Epochs before the scheduler may stop a trial.", rich_help_panel="Search"
+    ),
 ]
 ReductionFactor = Annotated[
-    int, typer.Option(help="Scheduler's reduction factor: 1 in N trials goes on.")
+    int,
+    typer.Option(
+        help="Scheduler's reduction factor: 1 in N trials goes on.",
+        rich_help_panel="Search",
+    ),
 ]
-CpusPerTrial = Annotated[float, typer.Option(help="CPUs each trial reserves.")]
+CpusPerTrial = Annotated[
+    float, typer.Option(help="CPUs each trial reserves.", rich_help_panel="Resources")
+]
 GpusPerTrial = Annotated[
-    float, typer.Option(help="GPUs each trial reserves; fractions share a GPU.")
+    float,
+    typer.Option(
+        help="GPUs each trial reserves; fractions share a GPU.",
+        rich_help_panel="Resources",
+    ),
 ]
 MaxConcurrent = Annotated[
     int | None,
-    typer.Option(help="Trials running at once (default: as resources allow)."),
+    typer.Option(
+        help="Trials running at once (default: as resources allow).",
+        rich_help_panel="Resources",
+    ),
 ]
 MixedPrecision = Annotated[
-    bool, typer.Option(help="Train with bfloat16 autocast on GPUs.")
+    bool,
+    typer.Option(
+        help="Train with bfloat16 autocast on GPUs.", rich_help_panel="Search"
+    ),
 ]
 Budgets = Annotated[
     list[float] | None,
@@ -117,33 +168,51 @@ Budgets = Annotated[
         "-b",
         help="Inference budget in the cost unit; repeat for several. Default: four "
         "budgets from the cheapest model to the whole pruned library.",
+        rich_help_panel="Selection",
     ),
 ]
 CostUnit = Annotated[
     str,
     typer.Option(
-        help="Budget unit: seconds (to predict 2,000 images), flops or parameters."
+        help="Budget unit: seconds (to predict 2,000 images), flops or parameters.",
+        rich_help_panel="Selection",
     ),
 ]
 EnsembleSize = Annotated[
-    int, typer.Option(help="Members of the fixed-size forward-greedy baseline.")
+    int,
+    typer.Option(
+        help="Members of the fixed-size forward-greedy baseline.",
+        rich_help_panel="Selection",
+    ),
 ]
 Pruning = Annotated[
-    float, typer.Option(help="Share of the library (best first) SMOBF chooses from.")
+    float,
+    typer.Option(
+        help="Share of the library (best first) SMOBF chooses from.",
+        rich_help_panel="Selection",
+    ),
 ]
 Methods = Annotated[
     list[str] | None,
     typer.Option(
         "--method",
         help="Selection method; repeat for several. Default: smobf and greedy.",
+        rich_help_panel="Selection",
     ),
 ]
 Device = Annotated[
-    str, typer.Option(help="Device to measure costs and predict on: cpu, cuda or auto.")
+    str,
+    typer.Option(
+        help="Device to measure costs and predict on: cpu, cuda or auto.",
+        rich_help_panel="Resources",
+    ),
 ]
 CostThreads = Annotated[
     int,
-    typer.Option(help="CPU threads when measuring costs (the same for every model)."),
+    typer.Option(
+        help="CPU threads when measuring costs (the same for every model).",
+        rich_help_panel="Resources",
+    ),
 ]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs.")]
 
