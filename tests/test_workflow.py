@@ -1,0 +1,114 @@
+"""Selection orchestration on a hand-made library (no training)."""
+
+import numpy as np
+import pytest
+
+from deepens.errors import BudgetError, LibraryError
+from deepens.library import Library
+from deepens.workflow import default_budgets, select
+
+
+def _one_hot_noise(labels, accuracy, rng, classes=3):
+    """Probabilities that put 0.8 on the true class for ``accuracy`` of rows."""
+    right = rng.random(len(labels)) < accuracy
+    chosen = np.where(right, labels, (labels + 1) % classes)
+    probabilities = np.full((len(labels), classes), 0.1)
+    probabilities[np.arange(len(labels)), chosen] = 0.8
+    return probabilities
+
+
+@pytest.fixture
+def library(tmp_path):
+    rng = np.random.default_rng(0)
+    validation = rng.integers(0, 3, 300)
+    test = rng.integers(0, 3, 300)
+    library = Library.create(
+        tmp_path / "lib",
+        class_names=["a", "b", "c"],
+        validation_labels=validation,
+        test_labels=test,
+    )
+    for index, (accuracy, cost) in enumerate(
+        [(0.9, 4.0), (0.85, 1.0), (0.8, 0.5), (0.6, 0.2), (0.5, 0.1)]
+    ):
+        library.write(
+            f"m{index}",
+            config={},
+            status="finished",
+            validation_probabilities=_one_hot_noise(validation, accuracy, rng),
+            test_probabilities=_one_hot_noise(test, accuracy, rng),
+            cost_seconds=cost,
+            flops=int(cost * 1000),
+            parameters=index + 1,
+        )
+    return library
+
+
+def test_every_budget_gets_an_ensemble_within_it_for_each_method(library):
+    report = select(
+        library,
+        [0.6, 2.0, 6.0],
+        methods=["smobf", "greedy", "single"],
+        pruning_fraction=1.0,
+    )
+
+    assert len(report.rows) == 9
+    for row in report.rows:
+        assert row.cost <= row.budget
+        assert 0 <= row.test_error <= 1 and row.test_loss > 0
+    largest = [r for r in report.rows if r.method == "smobf" and r.budget == 6.0][0]
+    assert len(largest.members) >= 2
+    assert report.best_single["model_id"] == "m0"
+
+
+def test_flops_budget_uses_the_flop_counts(library):
+    report = select(
+        library, [600], cost_unit="flops", methods=["smobf"], pruning_fraction=1.0
+    )
+
+    row = report.rows[0]
+    assert row.cost <= 600 and set(row.members) <= {"m2", "m3", "m4"}
+
+
+def test_weighted_combiner_picks_grid_weights_and_vote_scores_votes(library):
+    weighted = select(
+        library, [6.0], methods=["smobf"], pruning_fraction=1.0, combiner="weighted"
+    ).rows[0]
+    voted = select(
+        library, [6.0], methods=["smobf"], pruning_fraction=1.0, combiner="vote"
+    ).rows[0]
+
+    levels = np.array(weighted.weights) / min(weighted.weights)
+    assert np.all(np.isin(np.round(levels, 6), [1, 2, 4, 8]))
+    assert weighted.combiner == "weighted" and voted.combiner == "vote"
+    assert voted.members == weighted.members
+
+
+def test_unknown_combiner_and_budget_below_the_cheapest(library):
+    with pytest.raises(LibraryError, match="combiner 'median'"):
+        select(library, [1.0], combiner="median")
+    with pytest.raises(BudgetError, match="cheapest"):
+        select(library, [0.01], pruning_fraction=1.0)
+
+
+def test_default_budgets_span_the_pruned_models():
+    costs = [4.0, 1.0, 0.5, 0.2, 0.1]
+    losses = [0.1, 0.2, 0.3, 0.4, 0.5]
+
+    budgets = default_budgets(costs, losses, pruning_fraction=0.4)
+
+    # The best 2 models cost 4 and 1: from the cheapest kept (1) to their sum (5).
+    assert budgets[0] == pytest.approx(1.0) and budgets[-1] == pytest.approx(5.0)
+    assert budgets == sorted(budgets) and len(budgets) == 4
+
+
+def test_a_library_without_measured_models_says_what_to_do(tmp_path):
+    empty = Library.create(
+        tmp_path / "e",
+        class_names=["a", "b"],
+        validation_labels=np.array([0, 1]),
+        test_labels=None,
+    )
+
+    with pytest.raises(LibraryError, match="run 'deepens search' first"):
+        select(empty)
