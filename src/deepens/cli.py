@@ -196,7 +196,25 @@ Methods = Annotated[
     list[str] | None,
     typer.Option(
         "--method",
-        help="Selection method; repeat for several. Default: smobf and greedy.",
+        help="Selection method, repeat for several: smobf, greedy (fixed size), "
+        "greedy_replacement, greedy_best (best point of the trajectory), single "
+        "(best single model). Default: smobf and greedy.",
+        rich_help_panel="Selection",
+    ),
+]
+Metric = Annotated[
+    str,
+    typer.Option(
+        help="Selection's error metric: cross_entropy, error_rate, or macro_f1 "
+        "(1 - macro F1, for unbalanced classes).",
+        rich_help_panel="Selection",
+    ),
+]
+Combiner = Annotated[
+    str,
+    typer.Option(
+        help="How members are combined: average (default), weighted (weights from "
+        "{1, 2, 4, 8} chosen on validation data) or vote (majority).",
         rich_help_panel="Selection",
     ),
 ]
@@ -356,35 +374,19 @@ def _measure(library: Any, dataset: Any, device: str, threads: int) -> None:
     console.print(f"measured {count} model(s) on {device} with {threads} thread(s)")
 
 
-def _select_and_report(
-    library: Any,
-    output: Path,
-    budgets: list[float] | None,
-    cost_unit: str,
-    methods: list[str] | None,
-    ensemble_size: int,
-    pruning: float,
-) -> None:
+def _select_and_report(library: Any, output: Path, **selection: Any) -> None:
+    """Select for every budget, print the table, write the JSON and the plot."""
     from deepens.report import plot_pareto, write_json
     from deepens.workflow import DEFAULT_METHODS, select
 
-    report = select(
-        library,
-        budgets,
-        cost_unit=cost_unit,
-        methods=methods or list(DEFAULT_METHODS),
-        ensemble_size=ensemble_size,
-        pruning_fraction=pruning,
-        output=output,
-    )
+    selection["methods"] = selection.get("methods") or list(DEFAULT_METHODS)
+    report = select(library, output=output, **selection)
     _print_report(report)
     json_path = write_json(report, output / "results.json")
     plot_path = plot_pareto(report, output / "pareto.png")
     console.print(
         f"wrote {json_path} and {plot_path}; ensembles under {output}/ensembles"
     )
-    for message in report.errors:
-        console.print(f"[yellow]{message}[/]")
 
 
 def _percent(value: float | None) -> str:
@@ -461,6 +463,8 @@ def run(
     method: Methods = None,
     ensemble_size: EnsembleSize = 5,
     pruning_fraction: Pruning = 0.2,
+    metric: Metric = "cross_entropy",
+    combiner: Combiner = "average",
     device: Device = "auto",
     cost_threads: CostThreads = 1,
     seed: Seed = 0,
@@ -509,7 +513,15 @@ def run(
         _summary, library = _search(dataset, output, loaded_space, settings)
         _measure(library, dataset, device, cost_threads)
         _select_and_report(
-            library, output, budget, cost_unit, method, ensemble_size, pruning_fraction
+            library,
+            output,
+            budgets=budget,
+            cost_unit=cost_unit,
+            methods=method,
+            ensemble_size=ensemble_size,
+            pruning_fraction=pruning_fraction,
+            metric=metric,
+            combiner=combiner,
         )
     except DeepensError as error:
         _fail(error)
@@ -591,6 +603,8 @@ def select(
     method: Methods = None,
     ensemble_size: EnsembleSize = 5,
     pruning_fraction: Pruning = 0.2,
+    metric: Metric = "cross_entropy",
+    combiner: Combiner = "average",
     verbose: Verbose = False,
 ) -> None:
     """Build ensembles for new budgets from an existing library, without training."""
@@ -600,7 +614,15 @@ def select(
     try:
         opened = Library.open(library or output / "library")
         _select_and_report(
-            opened, output, budget, cost_unit, method, ensemble_size, pruning_fraction
+            opened,
+            output,
+            budgets=budget,
+            cost_unit=cost_unit,
+            methods=method,
+            ensemble_size=ensemble_size,
+            pruning_fraction=pruning_fraction,
+            metric=metric,
+            combiner=combiner,
         )
     except DeepensError as error:
         _fail(error)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from deepens.combiners import combine
+from deepens.combiners import MAX_GRID_MEMBERS, best_grid_weights, combine
 from deepens.errors import LibraryError
 from deepens.library import COST_UNITS, Library, LibraryEntry
 from deepens.selection import SelectedEnsemble, select_ensembles
@@ -26,6 +26,10 @@ from deepens.selection import SelectedEnsemble, select_ensembles
 _logger = logging.getLogger(__name__)
 
 DEFAULT_METHODS = ("smobf", "greedy")
+COMBINERS = ("average", "weighted", "vote")
+"""How a selected ensemble's members are combined: plain average (the default),
+average with weights from the grid {1, 2, 4, 8} chosen on validation data, or
+majority vote."""
 
 
 @dataclass
@@ -41,6 +45,7 @@ class EnsembleRow:
     validation_error: float
     test_loss: float | None
     test_error: float | None
+    combiner: str = "average"
     saved_to: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,6 +133,7 @@ def select(
     pruning_fraction: float = 0.2,
     weights: Sequence[float] = (0.1, 0.01, 0.001),
     metric: str = "cross_entropy",
+    combiner: str = "average",
     output: str | os.PathLike[str] | None = None,
 ) -> SelectionReport:
     """Find the ensemble of each method for each budget and score it on test data.
@@ -141,9 +147,17 @@ def select(
         to the whole pruned library.
     methods : sequence of str
         Selection methods (see :data:`deepens.selection.METHODS`).
+    metric : str
+        The selection's error metric: cross_entropy, error_rate or macro_f1.
+    combiner : str
+        One of :data:`COMBINERS`; applied to the members each method selected.
     output : path, optional
         Where to save each ensemble (``ensembles/<method>-<budget>/``).
     """
+    if combiner not in COMBINERS:
+        raise LibraryError(
+            f"combiner {combiner!r} is unknown; allowed are {', '.join(COMBINERS)}"
+        )
     entries = usable_entries(library, cost_unit)
     costs = [float(entry.cost(cost_unit)) for entry in entries]  # type: ignore[arg-type]
     losses = [
@@ -174,7 +188,13 @@ def select(
         )
         for budget, chosen in result.ensembles.items():
             rows.append(
-                _row(library, entries, method, budget, chosen, cost_unit, output)
+                _row(
+                    library,
+                    entries,
+                    _Choice(method, budget, chosen, combiner, metric),
+                    cost_unit,
+                    output,
+                )
             )
 
     return SelectionReport(
@@ -187,50 +207,93 @@ def select(
     )
 
 
+@dataclass
+class _Choice:
+    method: str
+    budget: float
+    chosen: SelectedEnsemble
+    combiner: str
+    metric: str
+
+
+def _member_weights(
+    library: Library, members: list[LibraryEntry], counts: list[float], choice: _Choice
+) -> list[float]:
+    """Combiner weights: pick counts, or the validation-best grid weighting."""
+    if choice.combiner != "weighted" or len(members) < 2:
+        return counts
+    if len(members) > MAX_GRID_MEMBERS:
+        _logger.warning(
+            "%s at budget %g has %d members; the weight grid covers at most %d, "
+            "so it keeps the plain average",
+            choice.method,
+            choice.budget,
+            len(members),
+            MAX_GRID_MEMBERS,
+        )
+        return counts
+    weights = best_grid_weights(
+        [m.validation_probabilities() for m in members],
+        library.validation_labels,
+        metric=choice.metric,
+        num_classes=library.num_classes,
+    )
+    return [float(w) for w in weights]
+
+
 def _row(
     library: Library,
     entries: list[LibraryEntry],
-    method: str,
-    budget: float,
-    chosen: SelectedEnsemble,
+    choice: _Choice,
     cost_unit: str,
     output: str | os.PathLike[str] | None,
 ) -> EnsembleRow:
     # With-replacement methods may pick a model twice: it runs once, weighted by
     # its pick count.
-    model_weights = chosen.model_weights()
+    model_weights = choice.chosen.model_weights()
     members = [entries[i] for i in model_weights]
-    member_weights = list(model_weights.values())
+    member_weights = _member_weights(
+        library, members, list(model_weights.values()), choice
+    )
+    rule = "vote" if choice.combiner == "vote" else "average"
+
     test_loss = test_error = None
     test_labels = library.test_labels
     if test_labels is not None and all("test" in m.files for m in members):
         combined = combine(
             [np.asarray(m.test_probabilities(), dtype=np.float32) for m in members],
             weights=member_weights,
+            rule=rule,
         )
         test_loss, test_error = _score(combined, test_labels)
     row = EnsembleRow(
-        method=method,
-        budget=float(budget),
+        method=choice.method,
+        budget=float(choice.budget),
         members=[m.model_id for m in members],
         weights=[float(w) for w in member_weights],
-        cost=float(chosen.cost),
-        validation_loss=float(chosen.validation_loss),
-        validation_error=float(chosen.validation_error),
+        cost=float(choice.chosen.cost),
+        validation_loss=float(choice.chosen.validation_loss),
+        validation_error=float(choice.chosen.validation_error),
         test_loss=test_loss,
         test_error=test_error,
+        combiner=choice.combiner,
     )
     if output is not None and all(m.has_weights for m in members):
         from deepens.ensemble import Ensemble
 
-        folder = Path(output) / "ensembles" / f"{method}-budget-{budget:.6g}"
+        folder = Path(output) / "ensembles" / f"{row.method}-budget-{row.budget:.6g}"
         ensemble = Ensemble.from_library(
             library,
             row.members,
             row.weights,
+            combiner=rule,
             cost=row.cost,
             cost_unit=cost_unit,
-            info={"method": method, "budget": row.budget},
+            info={
+                "method": row.method,
+                "budget": row.budget,
+                "combiner": choice.combiner,
+            },
         )
         row.saved_to = str(ensemble.save(folder))
     return row
