@@ -294,6 +294,77 @@ def load_dataset(
     return _build_dataset(data, indices, image_size)
 
 
+def dataset_from_arrays(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    validation_fraction: float = 0.15,
+    seed: int = 0,
+    class_names: Sequence[str] | None = None,
+    name: str = "arrays",
+) -> ImageDataset:
+    """Split in-memory images into train and validation, with no test split.
+
+    For callers that keep their own test data, such as the scikit-learn style
+    :class:`~deepens.estimator.EnsembleClassifier`: every image goes to train
+    or validation, stratified and seeded like :func:`load_dataset`, and the
+    test split is empty.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        Images as ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` with ``C``
+        1 or 3: uint8, integers 0..255, or floats in [0, 1] or [0, 255] (an
+        array whose floats all lie in [0, 1] is read as normalised).
+    y : numpy.ndarray
+        ``(N,)`` integer class indices 0, 1, ...
+    validation_fraction : float
+        Share of the images held out for validation, in (0, 1).
+    seed : int
+        Seed of the split; a non-negative integer.
+    class_names : sequence of str, optional
+        One name per class, in label order; by default "0", "1", ...
+    name : str
+        Name of the data set, recorded in libraries built from it.
+
+    Returns
+    -------
+    ImageDataset
+        Train and validation splits that each hold every class, and a test
+        split of no images.
+
+    Raises
+    ------
+    DataError
+        If the arrays are not images and labels of matching length, a class
+        has fewer than two images, or a parameter is out of range.
+    """
+    _check_fraction("validation_fraction", validation_fraction)
+    if not _is_int(seed) or seed < 0:
+        raise DataError(f"seed must be a non-negative integer, got {seed!r}")
+
+    images = _images_from_array(np.asarray(x), "x")
+    labels = _labels_from_array(np.asarray(y), "y")
+    if len(labels) != len(images):
+        raise DataError(
+            f"y holds {len(labels)} labels but x holds {len(images)} images; "
+            "they must match"
+        )
+
+    data = _Source(name, [], images, labels)
+    names = None if class_names is None else [str(n) for n in class_names]
+    data.class_names = _resolve_class_names(data, names, "class_names")
+    # An empty test split of the data set's own makes the splitter hold out
+    # no test images and ask each class for only two (train and validation).
+    data.test_images, data.test_labels = images[:0], labels[:0]
+    _check_class_counts(data)
+
+    indices = _split_indices(
+        data, validation_fraction, 0.0, np.random.default_rng(seed)
+    )
+    return _build_dataset(data, indices, None)
+
+
 def load_prediction_inputs(
     source: str | os.PathLike[str], *, channels: int, image_size: tuple[int, int]
 ) -> tuple[torch.Tensor, list[str]]:
@@ -1014,7 +1085,9 @@ def _check_class_counts(data: _Source) -> None:
             "classifier needs at least two"
         )
     own_test = data.test_labels is not None
-    if data.test_labels is not None:
+    # An empty test split was left out on purpose (dataset_from_arrays), so no
+    # class is missing from it.
+    if data.test_labels is not None and len(data.test_labels):
         _warn_missing_test_classes(data, data.test_labels)
     needed = 2 if own_test else 3
     counts = _class_counts(data.labels, len(data.class_names))
