@@ -119,13 +119,16 @@ def measure_library(
     """Measure every trained entry that lacks a cost or test probabilities.
 
     One model at a time, on ``device`` with ``threads`` CPU threads: its cost in
-    seconds for 2,000 images and its class probabilities on the test split.
-    Returns how many entries were measured.
+    seconds for 2,000 images and its class probabilities on the test split,
+    when the data set has one. Returns how many entries were measured.
     """
+    # Without a test split (dataset_from_arrays) there is only a cost to measure.
+    has_test = len(dataset.test_images) > 0
     pending = [
         entry
         for entry in library.entries(("finished", "stopped"))
-        if entry.has_weights and not entry.is_measured
+        if entry.has_weights
+        and (entry.cost_seconds is None or (has_test and "test" not in entry.files))
     ]
     height, width = dataset.image_size
     for position, entry in enumerate(pending, start=1):
@@ -141,14 +144,21 @@ def measure_library(
                 image_size=max(height, width),
                 device=device,
             )
+            # Predicting the test split first doubles as the timing's warm-up:
+            # same model, same path, allocator and caches already primed.
+            test = (
+                predict_probabilities(model, dataset.test_images, device=device)
+                if has_test
+                else None
+            )
             seconds = measure_seconds(
                 model,
                 dataset.channels,
                 dataset.image_size,
                 device=device,
                 repeats=repeats,
+                warmup=0 if len(dataset.test_images) >= COST_IMAGES else 1,
             )
-            test = predict_probabilities(model, dataset.test_images, device=device)
         library.write(
             entry.model_id,
             config=entry.config,

@@ -209,7 +209,8 @@ def run_search(
         library_path,
         class_names=dataset.class_names,
         validation_labels=dataset.validation_labels.numpy(),
-        test_labels=dataset.test_labels.numpy(),
+        # No test split (dataset_from_arrays) means a library without test labels.
+        test_labels=dataset.test_labels.numpy() if len(dataset.test_labels) else None,
         channels=dataset.channels,
         image_size=dataset.image_size,
         dataset=dataset.name,
