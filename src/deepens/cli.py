@@ -628,6 +628,39 @@ def select(
         _fail(error)
 
 
+@app.command("import")
+def import_(
+    manifest: Annotated[
+        Path,
+        typer.Argument(
+            help="JSON manifest: validation_labels, optional test_labels and "
+            "class_names, and models, each with validation/test .npy files (or a "
+            "predictions .npz) and a cost, flops or parameters."
+        ),
+    ],
+    output: Output = Path("runs/imported"),
+    verbose: Verbose = False,
+) -> None:
+    """Bring your own library: import cached predictions of networks trained
+    elsewhere into OUTPUT/library, then ensemble them with 'deepens select'.
+
+    Example manifest entry: {"name": "resnet50", "validation": "r50_val.npy",
+    "test": "r50_test.npy", "cost": 1.9}. Paths are relative to the manifest.
+    """
+    from deepens.importing import import_predictions
+
+    _setup_logging(verbose)
+    try:
+        library = import_predictions(manifest, output / "library")
+    except DeepensError as error:
+        _fail(error)
+        return
+    console.print(
+        f"library: {len(library.entries())} models at {library.path}; next: "
+        f"deepens select --output {output} --budget ..."
+    )
+
+
 @app.command()
 def predict(
     ensemble: Annotated[Path, typer.Argument(help="A saved ensemble folder.")],
