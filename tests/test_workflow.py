@@ -112,3 +112,15 @@ def test_a_library_without_measured_models_says_what_to_do(tmp_path):
 
     with pytest.raises(LibraryError, match="run 'deepens search' first"):
         select(empty)
+
+
+def test_sharded_selection_gives_the_same_ensembles(library):
+    single = select(library, [0.6, 6.0], methods=["smobf"], pruning_fraction=1.0)
+    sharded = select(
+        library, [0.6, 6.0], methods=["smobf"], pruning_fraction=1.0, shards=2
+    )
+
+    assert [r.members for r in sharded.rows] == [r.members for r in single.rows]
+    assert [r.validation_loss for r in sharded.rows] == pytest.approx(
+        [r.validation_loss for r in single.rows], abs=1e-9
+    )

@@ -218,6 +218,21 @@ Combiner = Annotated[
         rich_help_panel="Selection",
     ),
 ]
+SelectionDevice = Annotated[
+    str,
+    typer.Option(
+        help="Where selection scores candidate ensembles: cpu (numpy) or cuda.",
+        rich_help_panel="Resources",
+    ),
+]
+Shards = Annotated[
+    int,
+    typer.Option(
+        help="Split validation samples over this many Ray workers during selection "
+        "(for predictions too large for one process).",
+        rich_help_panel="Resources",
+    ),
+]
 Device = Annotated[
     str,
     typer.Option(
@@ -465,6 +480,8 @@ def run(
     pruning_fraction: Pruning = 0.2,
     metric: Metric = "cross_entropy",
     combiner: Combiner = "average",
+    selection_device: SelectionDevice = "cpu",
+    shards: Shards = 1,
     device: Device = "auto",
     cost_threads: CostThreads = 1,
     seed: Seed = 0,
@@ -522,6 +539,8 @@ def run(
             pruning_fraction=pruning_fraction,
             metric=metric,
             combiner=combiner,
+            selection_device=selection_device,
+            shards=shards,
         )
     except DeepensError as error:
         _fail(error)
@@ -605,6 +624,8 @@ def select(
     pruning_fraction: Pruning = 0.2,
     metric: Metric = "cross_entropy",
     combiner: Combiner = "average",
+    selection_device: SelectionDevice = "cpu",
+    shards: Shards = 1,
     verbose: Verbose = False,
 ) -> None:
     """Build ensembles for new budgets from an existing library, without training."""
@@ -623,6 +644,8 @@ def select(
             pruning_fraction=pruning_fraction,
             metric=metric,
             combiner=combiner,
+            selection_device=selection_device,
+            shards=shards,
         )
     except DeepensError as error:
         _fail(error)

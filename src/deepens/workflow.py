@@ -134,6 +134,8 @@ def select(
     weights: Sequence[float] = (0.1, 0.01, 0.001),
     metric: str = "cross_entropy",
     combiner: str = "average",
+    selection_device: str = "cpu",
+    shards: int = 1,
     output: str | os.PathLike[str] | None = None,
 ) -> SelectionReport:
     """Find the ensemble of each method for each budget and score it on test data.
@@ -151,6 +153,11 @@ def select(
         The selection's error metric: cross_entropy, error_rate or macro_f1.
     combiner : str
         One of :data:`COMBINERS`; applied to the members each method selected.
+    selection_device : str
+        Where candidates are scored: ``"cpu"`` (numpy), ``"cuda"`` (torch).
+    shards : int
+        Above 1, the validation samples are split over that many Ray workers,
+        for predictions too large for one process; the ensembles are the same.
     output : path, optional
         Where to save each ensemble (``ensembles/<method>-<budget>/``).
     """
@@ -185,6 +192,8 @@ def select(
             model_names=names,
             model_losses=losses,
             num_classes=library.num_classes,
+            device=selection_device,
+            shards=shards,
         )
         for budget, chosen in result.ensembles.items():
             rows.append(
