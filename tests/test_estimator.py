@@ -194,6 +194,20 @@ def test_an_estimator_in_a_temporary_folder_refuses_pickling(fitted):
         pickle.dumps(fitted)
 
 
+def test_an_estimator_with_a_work_dir_pickles_and_predicts_alike(fitted, digits):
+    _, _, test_images, _ = digits
+    # The fitted state as fit(work_dir=...) leaves it: no temporary folder owned.
+    work_dir = fitted.library_path_.parent
+    owner = EnsembleClassifier(**{**fitted.get_params(), "work_dir": work_dir})
+    owner.__dict__.update({k: v for k, v in vars(fitted).items() if k.endswith("_")})
+
+    copy = pickle.loads(pickle.dumps(owner))
+
+    np.testing.assert_array_equal(
+        copy.predict_proba(test_images), fitted.predict_proba(test_images)
+    )
+
+
 # ----------------------------------------------------------------- misuse
 def test_an_unfitted_estimator_raises_not_fitted(digits):
     _, _, test_images, _ = digits

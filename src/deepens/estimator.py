@@ -31,6 +31,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from deepens.errors import DataError, LibraryError, SearchError
 from deepens.library import COST_UNITS, Library
+from deepens.selection import SelectionError
 from deepens.selection.library import check_budget_value, check_pruning_fraction
 from deepens.space import SearchSpace
 from deepens.workflow import SelectionReport, default_budgets, select, usable_entries
@@ -160,11 +161,16 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
     >>> from deepens import EnsembleClassifier
     >>> digits = load_digits()
     >>> images, labels = digits.images[:400] / 16, digits.target[:400]
-    >>> model = EnsembleClassifier(max_trials=3, max_epochs=1)
+    >>> model = EnsembleClassifier(max_trials=3, max_epochs=2)
     >>> model = model.fit(images[:300], labels[:300])  # doctest: +SKIP
     >>> model.predict(images[300:305]).shape  # doctest: +SKIP
     (5,)
-    >>> model = model.select_budget(model.cost_ / 2)  # doctest: +SKIP
+
+    Half the budget, answered from the same library without training:
+
+    >>> model = model.select_budget(model.budget_ / 2)  # doctest: +SKIP
+    >>> bool(model.cost_ <= model.budget_)  # doctest: +SKIP
+    True
     """
 
     def __init__(
@@ -353,11 +359,9 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         return state
 
     # ------------------------------------------------------------ helpers
-    def _check_selection_parameters(self, budget: object) -> None:
+    def _check_selection_parameters(self, budget: float | None) -> None:
         """Raise before any work for an invalid budget, unit or pruning."""
-        from deepens.selection import SelectionError
-
-        check_budget_value(budget)  # type: ignore[arg-type]
+        check_budget_value(budget)
         if self.cost_unit not in COST_UNITS:
             raise SelectionError(
                 f"cost_unit must be one of {', '.join(map(repr, COST_UNITS))}; "
