@@ -458,6 +458,42 @@ def _settings(**values: Any) -> Any:
     return settings
 
 
+def _build_library(options: dict[str, Any]) -> Any:
+    """Search and measure, from a command's options (its parameters by name).
+
+    Everything the user typed is checked before the data is loaded, and the data
+    before the search starts, so a mistake costs seconds, not a search.
+    """
+    settings = _settings(
+        optimizer=options["optimizer"],
+        max_trials=options["max_trials"],
+        time_budget_s=options["time_budget"],
+        max_epochs=options["max_epochs"],
+        grace_period=options["grace_period"],
+        reduction_factor=options["reduction_factor"],
+        cpus_per_trial=options["cpus_per_trial"],
+        gpus_per_trial=options["gpus_per_trial"],
+        max_concurrent_trials=options["max_concurrent"],
+        seed=options["seed"],
+        mixed_precision=options["mixed_precision"],
+    )
+    device = _device(options["device"])
+    space = SearchSpace.load(options["space"])
+    dataset = _load_data(
+        options["data"],
+        options["seed"],
+        options["validation_fraction"],
+        options["test_fraction"],
+        options["max_train_samples"],
+        options["max_validation_samples"],
+        options["max_test_samples"],
+        options["image_size"],
+    )
+    _summary, library = _search(dataset, options["output"], space, settings)
+    _measure(library, dataset, device, options["cost_threads"])
+    return library
+
+
 @app.command()
 def run(
     data: Data = "digits",
@@ -502,33 +538,7 @@ def run(
     """
     _setup_logging(verbose)
     try:
-        settings = _settings(
-            optimizer=optimizer,
-            max_trials=max_trials,
-            time_budget_s=time_budget,
-            max_epochs=max_epochs,
-            grace_period=grace_period,
-            reduction_factor=reduction_factor,
-            cpus_per_trial=cpus_per_trial,
-            gpus_per_trial=gpus_per_trial,
-            max_concurrent_trials=max_concurrent,
-            seed=seed,
-            mixed_precision=mixed_precision,
-        )
-        device = _device(device)
-        loaded_space = SearchSpace.load(space)
-        dataset = _load_data(
-            data,
-            seed,
-            validation_fraction,
-            test_fraction,
-            max_train_samples,
-            max_validation_samples,
-            max_test_samples,
-            image_size,
-        )
-        _summary, library = _search(dataset, output, loaded_space, settings)
-        _measure(library, dataset, device, cost_threads)
+        library = _build_library(dict(locals()))
         _select_and_report(
             library,
             output,
@@ -575,39 +585,14 @@ def search(
     """Build (or extend) the library at OUTPUT/library, and measure its models."""
     _setup_logging(verbose)
     try:
-        settings = _settings(
-            optimizer=optimizer,
-            max_trials=max_trials,
-            time_budget_s=time_budget,
-            max_epochs=max_epochs,
-            grace_period=grace_period,
-            reduction_factor=reduction_factor,
-            cpus_per_trial=cpus_per_trial,
-            gpus_per_trial=gpus_per_trial,
-            max_concurrent_trials=max_concurrent,
-            seed=seed,
-            mixed_precision=mixed_precision,
-        )
-        device = _device(device)
-        loaded_space = SearchSpace.load(space)
-        dataset = _load_data(
-            data,
-            seed,
-            validation_fraction,
-            test_fraction,
-            max_train_samples,
-            max_validation_samples,
-            max_test_samples,
-            image_size,
-        )
-        _summary, library = _search(dataset, output, loaded_space, settings)
-        _measure(library, dataset, device, cost_threads)
-        console.print(
-            f"library: {len(library.entries(('finished', 'stopped')))} models "
-            f"at {library.path}"
-        )
+        library = _build_library(dict(locals()))
     except DeepensError as error:
         _fail(error)
+        return
+    console.print(
+        f"library: {len(library.entries(('finished', 'stopped')))} models "
+        f"at {library.path}"
+    )
 
 
 @app.command()
@@ -749,3 +734,7 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("interrupted; the library keeps every model committed so far")
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
