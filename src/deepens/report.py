@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from deepens.workflow import SelectionReport
+from deepens.workflow import EnsembleRow, SelectionReport
 
 METHOD_COLOURS = {
     "smobf": "tab:blue",
@@ -27,56 +27,102 @@ def write_json(report: SelectionReport, path: str | os.PathLike[str]) -> Path:
     return target
 
 
-def plot_pareto(report: SelectionReport, path: str | os.PathLike[str]) -> Path:
-    """Draw cost against test error: single models, and each method's ensembles.
+METHOD_STYLES = {
+    "smobf": ("o", "-", 3),
+    "greedy": ("s", "--", 2),
+}
 
-    Each ensemble is labelled with its budget and size, as ``B<budget> #<size>``.
-    Falls back to validation error where a library has no test split.
+
+def _error_key(report: SelectionReport) -> str:
+    """Test error where every ensemble and model has one, else validation error."""
+    rows_have_test = all(row.test_error is not None for row in report.rows)
+    models_have_test = all(m.get("test_error") is not None for m in report.candidates)
+    return "test_error" if rows_have_test and models_have_test else "validation_error"
+
+
+def _point_labels(rows: list[EnsembleRow], error_key: str) -> dict[tuple, str]:
+    """One label per distinct point: the budgets that chose it and its size.
+
+    Several budgets often choose the same ensemble; one label listing them all
+    stays readable where one label per budget would print on top of each other.
+    """
+    budgets: dict[tuple, list[float]] = {}
+    sizes: dict[tuple, int] = {}
+    for row in rows:
+        point = (row.cost, getattr(row, error_key))
+        budgets.setdefault(point, []).append(row.budget)
+        sizes[point] = len(row.members)
+    return {
+        point: "B" + ", ".join(f"{b:.3g}" for b in sorted(values)) + f" #{sizes[point]}"
+        for point, values in budgets.items()
+    }
+
+
+def plot_pareto(report: SelectionReport, path: str | os.PathLike[str]) -> Path:
+    """Draw cost against error: every single model, and each method's ensembles.
+
+    Each ensemble point is labelled ``B<budgets> #<members>``. Errors are on the
+    test split (validation where the library has none), for models and
+    ensembles alike, so the two can be compared.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
-    figure, axes = plt.subplots(figsize=(7.5, 5), dpi=120)
+    error_key = _error_key(report)
+    figure, axes = plt.subplots(figsize=(8, 5.2), dpi=120)
     singles = [m for m in report.candidates if m.get("cost") is not None]
-    error_key = (
-        "test_error"
-        if all(r.test_error is not None for r in report.rows)
-        else ("validation_error")
-    )
-    single_errors = [m.get("validation_error") for m in singles]
     axes.scatter(
         [m["cost"] for m in singles],
-        [100 * e if e is not None else float("nan") for e in single_errors],
-        s=12,
-        c="lightgrey",
-        label="single models (validation error)",
+        [100 * (m.get(error_key) or float("nan")) for m in singles],
+        s=14,
+        c="silver",
+        label="single models",
+        zorder=1,
     )
-    for method in dict.fromkeys(r.method for r in report.rows):
+    for method in dict.fromkeys(row.method for row in report.rows):
         rows = sorted(
-            (r for r in report.rows if r.method == method), key=lambda r: r.budget
+            (r for r in report.rows if r.method == method), key=lambda r: r.cost
         )
-        costs = [r.cost for r in rows]
-        errors = [100 * getattr(r, error_key) for r in rows]
-        colour = METHOD_COLOURS.get(method, None)
-        axes.plot(costs, errors, "o-", color=colour, label=method)
-        for row, cost, error in zip(rows, costs, errors, strict=True):
+        marker, line, order = METHOD_STYLES.get(method, ("^", ":", 2))
+        colour = METHOD_COLOURS.get(method)
+        axes.plot(
+            [r.cost for r in rows],
+            [100 * getattr(r, error_key) for r in rows],
+            marker=marker,
+            linestyle=line,
+            color=colour,
+            label=method,
+            zorder=order,
+            markersize=7 if method == "smobf" else 9,
+            markerfacecolor=colour if method == "smobf" else "none",
+        )
+        for (cost, error), label in _point_labels(rows, error_key).items():
             axes.annotate(
-                f"B{row.budget:.3g} #{len(row.members)}",
-                (cost, error),
+                label,
+                (cost, 100 * error),
                 textcoords="offset points",
-                xytext=(4, 4),
+                xytext=(5, 6 if method == "smobf" else -12),
                 fontsize=7,
                 color=colour,
             )
 
     axes.set_xscale("log")
-    axes.set_xlabel(f"inference cost ({report.cost_unit})")
+    # Plain numbers (0.5, 2, 3e+07) on the log axis, including its minor ticks.
+    plain = FuncFormatter(lambda value, _: f"{value:.3g}")
+    axes.xaxis.set_major_formatter(plain)
+    axes.xaxis.set_minor_locator(LogLocator(subs=(2.0, 3.0, 5.0)))
+    axes.xaxis.set_minor_formatter(plain)
+    axes.tick_params(axis="x", which="minor", labelsize=7)
+    axes.set_xlabel(f"inference cost ({_unit_label(report.cost_unit)})")
     axes.set_ylabel(f"{error_key.replace('_', ' ')} (%)")
-    axes.set_title("Ensembles by budget: cost against error")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
+    axes.set_title(
+        f"Ensembles per budget from a library of {report.library_size} models"
+    )
+    axes.grid(True, which="major", alpha=0.35)
+    axes.legend(fontsize=8, loc="upper right")
     figure.tight_layout()
 
     target = Path(path)
@@ -84,3 +130,11 @@ def plot_pareto(report: SelectionReport, path: str | os.PathLike[str]) -> Path:
     figure.savefig(target)
     plt.close(figure)
     return target
+
+
+def _unit_label(cost_unit: str) -> str:
+    return {
+        "seconds": "seconds to predict 2,000 images",
+        "flops": "FLOPs per image",
+        "parameters": "parameters",
+    }.get(cost_unit, cost_unit)

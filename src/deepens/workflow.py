@@ -212,7 +212,7 @@ def select(
         rows=rows,
         best_single=_best_single(library, entries, cost_unit),
         library_size=len(entries),
-        candidates=[_describe(entry, cost_unit) for entry in entries],
+        candidates=[_describe(e, cost_unit, library.test_labels) for e in entries],
     )
 
 
@@ -308,8 +308,13 @@ def _row(
     return row
 
 
-def _describe(entry: LibraryEntry, cost_unit: str) -> dict[str, Any]:
+def _describe(
+    entry: LibraryEntry, cost_unit: str, test_labels: np.ndarray | None = None
+) -> dict[str, Any]:
     test = entry.test_probabilities()
+    test_loss = test_error = None
+    if test is not None and test_labels is not None:
+        test_loss, test_error = _score(np.asarray(test, dtype=np.float32), test_labels)
     return {
         "model_id": entry.model_id,
         "status": entry.status,
@@ -319,7 +324,8 @@ def _describe(entry: LibraryEntry, cost_unit: str) -> dict[str, Any]:
         "flops": entry.flops,
         "validation_loss": entry.validation_loss,
         "validation_error": entry.validation_error,
-        "has_test": test is not None,
+        "test_loss": test_loss,
+        "test_error": test_error,
     }
 
 
@@ -328,9 +334,4 @@ def _best_single(
 ) -> dict[str, Any]:
     """The model with the lowest validation loss, scored on the test split."""
     best = min(entries, key=lambda e: (e.validation_loss or math.inf, e.model_id))
-    summary = _describe(best, cost_unit)
-    test = best.test_probabilities()
-    if test is not None and library.test_labels is not None:
-        loss, error = _score(np.asarray(test, dtype=np.float32), library.test_labels)
-        summary.update(test_loss=loss, test_error=error)
-    return summary
+    return _describe(best, cost_unit, library.test_labels)
