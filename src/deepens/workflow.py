@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from deepens.combiners import MAX_GRID_MEMBERS, best_grid_weights, combine
-from deepens.errors import LibraryError
+from deepens.errors import BudgetError, LibraryError
 from deepens.library import COST_UNITS, Library, LibraryEntry
 from deepens.selection import SelectedEnsemble, select_ensembles
 
@@ -179,22 +179,26 @@ def select(
 
     rows: list[EnsembleRow] = []
     for method in methods:
-        result = select_ensembles(
-            validation,
-            labels,
-            costs,
-            list(budgets),
-            method=method,
-            weights=weights,
-            pruning_fraction=pruning_fraction,
-            metric=metric,
-            ensemble_size=ensemble_size,
-            model_names=names,
-            model_losses=losses,
-            num_classes=library.num_classes,
-            device=selection_device,
-            shards=shards,
-        )
+        try:
+            result = select_ensembles(
+                validation,
+                labels,
+                costs,
+                list(budgets),
+                method=method,
+                weights=weights,
+                pruning_fraction=pruning_fraction,
+                metric=metric,
+                ensemble_size=ensemble_size,
+                model_names=names,
+                model_losses=losses,
+                num_classes=library.num_classes,
+                device=selection_device,
+                shards=shards,
+            )
+        except BudgetError as error:
+            # The engine is unit-agnostic; the user needs the unit to act on it.
+            raise BudgetError(f"{error} (costs in {cost_unit})") from None
         for budget, chosen in result.ensembles.items():
             rows.append(
                 _row(

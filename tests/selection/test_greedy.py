@@ -98,5 +98,5 @@ def test_budget_changes_the_second_pick() -> None:
 
 
 def test_budget_below_every_model() -> None:
-    with trio() as library, pytest.raises(BudgetError, match="budget 0.5 s is below"):
+    with trio() as library, pytest.raises(BudgetError, match="budget 0.5 is below"):
         forward_greedy(library, 2, budget=0.5)

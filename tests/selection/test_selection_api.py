@@ -106,7 +106,7 @@ def test_macro_f1_scores_a_class_missing_from_the_labels() -> None:
 
 
 def test_budget_below_every_model_raises_before_any_work() -> None:
-    with pytest.raises(BudgetError, match=r"^budget 0.5 s is below the cheapest model"):
+    with pytest.raises(BudgetError, match=r"^budget 0.5 is below the cheapest model"):
         select_ensembles(
             GOOD_CHEAP, zero_labels(2), [10.0, 1.0], [5.0, 0.5], pruning_fraction=1
         )
@@ -117,8 +117,8 @@ def test_budget_error_mentions_cheaper_pruned_models() -> None:
     with pytest.raises(
         BudgetError,
         match=(
-            r"budget 5 s is below the cheapest model \(10 s, model #0\); raise the "
-            r"budget to at least 10 \(cheaper models were pruned: model #1 costs 1 s; "
+            r"budget 5 is below the cheapest model \(10, model #0\); raise the "
+            r"budget to at least 10 \(cheaper models were pruned: model #1 costs 1; "
             r"raise pruning_fraction, now 0.2, to keep more models\)"
         ),
     ):

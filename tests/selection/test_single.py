@@ -37,5 +37,5 @@ def test_budget_below_every_model() -> None:
     with prepare_library(
         MODELS, zero_labels(2), [10.0, 1.0], pruning_fraction=1
     ) as lib:
-        with pytest.raises(BudgetError, match=r"cheapest model \(1 s, model #1\)"):
+        with pytest.raises(BudgetError, match=r"cheapest model \(1, model #1\)"):
             best_single(lib, 0.25)

@@ -130,7 +130,7 @@ def test_budget_below_every_model_names_the_cheapest() -> None:
         pytest.raises(
             BudgetError,
             match=(
-                r"^budget 0.5 s is below the cheapest model \(1 s, model 'cheap'\); "
+                r"^budget 0.5 is below the cheapest model \(1, model 'cheap'\); "
                 r"raise the budget to at least 1$"
             ),
         ),

@@ -150,7 +150,7 @@ class PreparedLibrary:
             return
         name = self.describe(self.model_indices[cheapest])
         message = (
-            f"budget {budget:g} s is below the cheapest model ({cheapest_cost:g} s, "
+            f"budget {budget:g} is below the cheapest model ({cheapest_cost:g}, "
             f"{name}); raise the budget to at least {cheapest_cost:g}"
         )
         library_cheapest = int(np.argmin(self.library_costs))
@@ -158,7 +158,7 @@ class PreparedLibrary:
         if library_cheapest_cost < cheapest_cost:
             message += (
                 f" (cheaper models were pruned: {self.describe(library_cheapest)}"
-                f" costs {library_cheapest_cost:g} s; raise pruning_fraction, now "
+                f" costs {library_cheapest_cost:g}; raise pruning_fraction, now "
                 f"{self.pruning_fraction:g}, to keep more models)"
             )
         raise BudgetError(message)
