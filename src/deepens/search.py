@@ -252,7 +252,15 @@ def run_search(
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         ),
     )
-    tuner.fit()
+    # Ray logs each failed trial's full traceback; the tracker logs one line with
+    # the reason and where the trace is, which is what a user can act on.
+    controller_logger = logging.getLogger("ray.tune.execution.tune_controller")
+    previous_level = controller_logger.level
+    controller_logger.setLevel(logging.CRITICAL)
+    try:
+        tuner.fit()
+    finally:
+        controller_logger.setLevel(previous_level)
 
     _close_interrupted_entries(library)
     summary.library_size = len(library.entries(("finished", "stopped")))
@@ -323,5 +331,17 @@ class _TrialTracker(_make_tracker_base()):  # type: ignore[misc]
         self, iteration: int, trials: list, trial: Any, **info: Any
     ) -> None:
         self.summary.trials_failed += 1
-        _logger.warning("trial %s failed; the search goes on", trial.trial_id)
-        self._emit("error", trial, {"outcome": "failed"})
+        reason = _last_line(trial.get_error())
+        _logger.warning(
+            "trial %s failed (%s); the search goes on. Full trace: %s",
+            trial.trial_id,
+            reason,
+            trial.error_file,
+        )
+        self._emit("error", trial, {"outcome": "failed", "reason": reason})
+
+
+def _last_line(trace: Any) -> str:
+    """The exception line of a trace: what a user needs to read first."""
+    lines = [line.strip() for line in str(trace or "").splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"

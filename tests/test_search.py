@@ -1,0 +1,100 @@
+"""The search on Ray Tune, on a small slice of digits."""
+
+import pytest
+
+from deepens.data import load_dataset
+from deepens.errors import SearchError
+from deepens.library import Library
+from deepens.search import SearchSettings, run_search
+from deepens.space import SearchSpace
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset(
+        "digits",
+        max_train_samples=200,
+        max_validation_samples=100,
+        max_test_samples=100,
+    )
+
+
+def _space(**parameters):
+    document = SearchSpace.load("small").to_dict()
+    document["parameters"].update(
+        stem_filters=4,
+        filter_multiplier=4,
+        blocks_stage1=1,
+        blocks_stage2=0,
+        blocks_stage3=0,
+        blocks_stage4=0,
+        **parameters,
+    )
+    return SearchSpace.from_dict(document)
+
+
+def test_diverging_trials_are_recorded_as_failed_and_the_search_goes_on(
+    digits, tmp_path
+):
+    # A learning rate of 1e30 makes the loss NaN within the first batches.
+    space = _space(learning_rate={"type": "categorical", "choices": [1e30, 0.005]})
+    settings = SearchSettings(
+        max_trials=6, max_epochs=1, max_concurrent_trials=2, seed=3
+    )
+
+    summary = run_search(digits, space, tmp_path / "lib", settings)
+
+    entries = Library.open(tmp_path / "lib").entries()
+    failed = [e for e in entries if e.status == "failed"]
+    trained = [e for e in entries if e.status == "finished"]
+    assert failed and trained
+    assert summary.trials_failed == len(failed)
+    assert all("TrainingDiverged" in e.info["reason"] for e in failed)
+    assert all(e.config["learning_rate"] == 1e30 for e in failed)
+    assert all(e.config["learning_rate"] == 0.005 for e in trained)
+
+
+def test_searching_again_with_the_same_seed_trains_nothing_twice(digits, tmp_path):
+    settings = SearchSettings(max_trials=2, max_epochs=1, max_concurrent_trials=2)
+    run_search(digits, _space(), tmp_path / "lib", settings)
+    library = Library.open(tmp_path / "lib")
+    before = {e.model_id: e.files for e in library.entries()}
+
+    summary = run_search(digits, _space(), tmp_path / "lib", settings)
+
+    assert len(before) == 2 and summary.trials_started == 2
+    assert {e.model_id: e.files for e in library.entries()} == before
+
+
+def test_a_gpu_request_without_a_gpu_fails_before_any_trial(digits, tmp_path):
+    settings = SearchSettings(max_trials=1, max_epochs=1, gpus_per_trial=1)
+
+    with pytest.raises(SearchError, match="gpus_per_trial=1 but the Ray cluster has 0"):
+        run_search(digits, _space(), tmp_path / "lib", settings)
+    assert Library.open(tmp_path / "lib").entries() == []
+
+
+def test_a_batch_size_above_the_training_set_fails_before_anything(digits, tmp_path):
+    space = _space(batch_size={"type": "int", "low": 500, "high": 600})
+
+    with pytest.raises(SearchError, match="exceeds the training set"):
+        run_search(digits, space, tmp_path / "lib", SearchSettings(max_trials=1))
+    assert not (tmp_path / "lib").exists()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"max_trials": 0}, "max_trials must be a whole number >= 1"),
+        ({"grace_period": 5, "max_epochs": 2}, "grace_period"),
+        ({"reduction_factor": 1}, "reduction_factor"),
+        ({"optimizer": "gp"}, "optimizer 'gp' is unknown"),
+        ({"time_budget_s": -1}, "time_budget_s"),
+        ({"cpus_per_trial": 0}, "cpus_per_trial"),
+    ],
+)
+def test_invalid_settings_name_the_setting(settings, message):
+    with pytest.raises(SearchError, match=message):
+        SearchSettings(**settings).validate()
