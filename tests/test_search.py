@@ -1,5 +1,6 @@
 """The search on Ray Tune, on a small slice of digits."""
 
+import numpy as np
 import pytest
 
 from deepens.data import load_dataset
@@ -23,15 +24,15 @@ def digits():
 
 def _space(**parameters):
     document = SearchSpace.load("small").to_dict()
-    document["parameters"].update(
+    tiny = dict(
         stem_filters=4,
         filter_multiplier=4,
         blocks_stage1=1,
         blocks_stage2=0,
         blocks_stage3=0,
         blocks_stage4=0,
-        **parameters,
     )
+    document["parameters"].update({**tiny, **parameters})
     return SearchSpace.from_dict(document)
 
 
@@ -56,16 +57,47 @@ def test_diverging_trials_are_recorded_as_failed_and_the_search_goes_on(
     assert all(e.config["learning_rate"] == 0.005 for e in trained)
 
 
-def test_searching_again_with_the_same_seed_trains_nothing_twice(digits, tmp_path):
+def test_searching_again_extends_the_library_with_new_models(digits, tmp_path):
     settings = SearchSettings(max_trials=2, max_epochs=1, max_concurrent_trials=2)
     run_search(digits, _space(), tmp_path / "lib", settings)
     library = Library.open(tmp_path / "lib")
     before = {e.model_id: e.files for e in library.entries()}
 
-    summary = run_search(digits, _space(), tmp_path / "lib", settings)
+    run_search(digits, _space(), tmp_path / "lib", settings)
 
-    assert len(before) == 2 and summary.trials_started == 2
+    after = {e.model_id: e.files for e in library.entries()}
+    assert len(before) == 2 and len(after) == 4
+    assert {k: after[k] for k in before} == before
+
+
+def test_a_configuration_already_in_the_library_is_not_trained_again(digits, tmp_path):
+    # Every parameter fixed: each search proposes the one configuration.
+    config = _space().sample(np.random.default_rng(0))
+    config.update(block_type="next", cardinality=2)
+    document = _space().to_dict()
+    document["parameters"] = {
+        k: {"type": "fixed", "value": v} for k, v in config.items()
+    }
+    document["parameters"]["cardinality"]["condition"] = {"block_type": ["next"]}
+    space = SearchSpace.from_dict(document)
+    settings = SearchSettings(max_trials=1, max_epochs=1)
+    run_search(digits, space, tmp_path / "lib", settings)
+    library = Library.open(tmp_path / "lib")
+    before = {e.model_id: e.files for e in library.entries()}
+
+    summary = run_search(digits, space, tmp_path / "lib", settings)
+
+    assert len(before) == 1 and summary.trials_finished == 1
     assert {e.model_id: e.files for e in library.entries()} == before
+
+
+def test_more_cpus_per_trial_than_the_cluster_has_fails_before_any_trial(
+    digits, tmp_path
+):
+    settings = SearchSettings(max_trials=1, max_epochs=1, cpus_per_trial=64)
+
+    with pytest.raises(SearchError, match="cpus_per_trial=64 but the Ray cluster has"):
+        run_search(digits, _space(), tmp_path / "lib", settings)
 
 
 def test_a_gpu_request_without_a_gpu_fails_before_any_trial(digits, tmp_path):

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
+from deepens.combiners import combine
 from deepens.errors import BudgetError, LibraryError
 from deepens.library import Library
-from deepens.workflow import default_budgets, select
+from deepens.workflow import default_budgets, ensemble_folder_name, select
 
 
 def _one_hot_noise(labels, accuracy, rng, classes=3):
@@ -123,4 +124,29 @@ def test_sharded_selection_gives_the_same_ensembles(library):
     assert [r.members for r in sharded.rows] == [r.members for r in single.rows]
     assert [r.validation_loss for r in sharded.rows] == pytest.approx(
         [r.validation_loss for r in single.rows], abs=1e-9
+    )
+
+
+def test_validation_figures_are_those_of_the_chosen_combiner(library):
+    averaged = select(library, [6.0], methods=["smobf"], pruning_fraction=1.0).rows[0]
+    voted = select(
+        library, [6.0], methods=["smobf"], pruning_fraction=1.0, combiner="vote"
+    ).rows[0]
+
+    members = [library.get(m).validation_probabilities() for m in voted.members]
+    votes = combine(
+        [np.asarray(m, dtype=np.float32) for m in members],
+        weights=voted.weights,
+        rule="vote",
+    )
+    labels = library.validation_labels
+    expected_error = float((votes.argmax(1) != labels).mean())
+    assert voted.validation_error == pytest.approx(expected_error)
+    assert voted.validation_loss != pytest.approx(averaged.validation_loss)
+
+
+def test_ensemble_folders_name_method_unit_and_plain_budget():
+    assert ensemble_folder_name("smobf", 3e6, "flops") == "smobf-flops-3000000"
+    assert ensemble_folder_name("greedy", 0.0573872, "seconds") == (
+        "greedy-seconds-0.057387"
     )

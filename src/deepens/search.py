@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from deepens.data import ImageDataset
 from deepens.errors import SearchError
@@ -150,17 +152,25 @@ def init_ray(settings: SearchSettings) -> None:
     )
 
 
-def check_gpus(settings: SearchSettings) -> None:
-    """Fail before starting when trials ask for GPUs the cluster does not have."""
+def check_resources(settings: SearchSettings) -> None:
+    """Fail before starting when a trial asks for more than the cluster has.
+
+    Ray would otherwise keep such trials pending forever.
+    """
     import ray
 
-    if settings.gpus_per_trial <= 0:
-        return
-    available = ray.cluster_resources().get("GPU", 0)
-    if available < settings.gpus_per_trial:
+    resources = ray.cluster_resources()
+    cpus = resources.get("CPU", 0)
+    if settings.cpus_per_trial > cpus:
         raise SearchError(
-            f"gpus_per_trial={settings.gpus_per_trial} but the Ray cluster has "
-            f"{available:g} GPU(s); use --gpus-per-trial 0 on this machine"
+            f"cpus_per_trial={settings.cpus_per_trial:g} but the Ray cluster has "
+            f"{cpus:g} CPU(s); lower --cpus-per-trial to at most {cpus:g}"
+        )
+    gpus = resources.get("GPU", 0)
+    if settings.gpus_per_trial > gpus:
+        raise SearchError(
+            f"gpus_per_trial={settings.gpus_per_trial:g} but the Ray cluster has "
+            f"{gpus:g} GPU(s); use --gpus-per-trial 0 on this machine"
         )
 
 
@@ -203,8 +213,6 @@ def run_search(
             f"the space's smallest batch_size ({batch_low}) exceeds the training set "
             f"({len(dataset.train_images)} images); lower batch_size in the space"
         )
-    setup = make_optimizer_setup(space, settings)
-
     library = Library.create(
         library_path,
         class_names=dataset.class_names,
@@ -216,7 +224,20 @@ def run_search(
         dataset=dataset.name,
     )
     init_ray(settings)
-    check_gpus(settings)
+    check_resources(settings)
+
+    # Extending a library: the same seed would propose the configurations it
+    # already holds, so the optimiser's seed also depends on what is there.
+    existing = len(library.entries())
+    search_seed = settings.seed
+    if existing:
+        search_seed = int(
+            np.random.SeedSequence([settings.seed, existing]).generate_state(1)[0]
+        )
+        _logger.info(
+            "extending a library of %d models; optimiser seed %d", existing, search_seed
+        )
+    setup = make_optimizer_setup(space, replace(settings, seed=search_seed))
 
     job = TrialJob(
         library_path=trial_library_path(library.path),

@@ -171,6 +171,15 @@ def select(
         entry.validation_loss if entry.validation_loss is not None else math.inf
         for entry in entries
     ]
+    kept = max(1, math.ceil(pruning_fraction * len(entries)))
+    if kept < min(3, len(entries)):
+        _logger.warning(
+            "pruning keeps %d of %d models, so ensembles can have at most %d "
+            "member(s); raise --pruning-fraction to choose from more",
+            kept,
+            len(entries),
+            kept,
+        )
     if budgets is None:
         budgets = default_budgets(costs, losses, pruning_fraction)
     validation = [entry.validation_probabilities() for entry in entries]
@@ -254,6 +263,28 @@ def _member_weights(
     return [float(w) for w in weights]
 
 
+def _combined_scores(
+    arrays: list[np.ndarray],
+    labels: np.ndarray | None,
+    weights: list[float],
+    rule: str,
+    names: list[str],
+) -> tuple[float | None, float | None]:
+    """Cross-entropy and error of the combined members, or None if not scorable."""
+    if labels is None:
+        return None, None
+    for name, array in zip(names, arrays, strict=True):
+        if not np.isfinite(array).all():
+            _logger.warning(
+                "model '%s' has non-finite test probabilities; its ensembles get no "
+                "test score (re-measure it, or remove the model from the library)",
+                name,
+            )
+            return None, None
+    combined = combine(arrays, weights=weights, rule=rule)
+    return _score(combined, labels)
+
+
 def _row(
     library: Library,
     entries: list[LibraryEntry],
@@ -265,51 +296,86 @@ def _row(
     # its pick count.
     model_weights = choice.chosen.model_weights()
     members = [entries[i] for i in model_weights]
+    names = [m.model_id for m in members]
     member_weights = _member_weights(
         library, members, list(model_weights.values()), choice
     )
     rule = "vote" if choice.combiner == "vote" else "average"
 
+    # Selection scored candidates by averaging; the reported validation figures
+    # are those of the ensemble as it will be combined.
+    validation_loss, validation_error = _combined_scores(
+        [np.asarray(m.validation_probabilities(), dtype=np.float32) for m in members],
+        library.validation_labels,
+        member_weights,
+        rule,
+        names,
+    )
     test_loss = test_error = None
-    test_labels = library.test_labels
-    if test_labels is not None and all("test" in m.files for m in members):
-        combined = combine(
+    if all("test" in m.files for m in members):
+        test_loss, test_error = _combined_scores(
             [np.asarray(m.test_probabilities(), dtype=np.float32) for m in members],
-            weights=member_weights,
-            rule=rule,
+            library.test_labels,
+            member_weights,
+            rule,
+            names,
         )
-        test_loss, test_error = _score(combined, test_labels)
     row = EnsembleRow(
         method=choice.method,
         budget=float(choice.budget),
-        members=[m.model_id for m in members],
+        members=names,
         weights=[float(w) for w in member_weights],
         cost=float(choice.chosen.cost),
-        validation_loss=float(choice.chosen.validation_loss),
-        validation_error=float(choice.chosen.validation_error),
+        validation_loss=float(
+            choice.chosen.validation_loss
+            if validation_loss is None
+            else validation_loss
+        ),
+        validation_error=float(
+            choice.chosen.validation_error
+            if validation_error is None
+            else validation_error
+        ),
         test_loss=test_loss,
         test_error=test_error,
         combiner=choice.combiner,
     )
     if output is not None and all(m.has_weights for m in members):
-        from deepens.ensemble import Ensemble
-
-        folder = Path(output) / "ensembles" / f"{row.method}-budget-{row.budget:.6g}"
-        ensemble = Ensemble.from_library(
-            library,
-            row.members,
-            row.weights,
-            combiner=rule,
-            cost=row.cost,
-            cost_unit=cost_unit,
-            info={
-                "method": row.method,
-                "budget": row.budget,
-                "combiner": choice.combiner,
-            },
-        )
-        row.saved_to = str(ensemble.save(folder))
+        row.saved_to = str(_save_ensemble(library, row, rule, cost_unit, output))
     return row
+
+
+def ensemble_folder_name(method: str, budget: float, cost_unit: str) -> str:
+    """``<method>-<unit>-<budget>``, with the budget in plain digits.
+
+    Folders of different cost units never collide, and the same budget always
+    gets the same name whatever its size.
+    """
+    text = np.format_float_positional(budget, precision=6, trim="-")
+    return f"{method}-{cost_unit}-{text}"
+
+
+def _save_ensemble(
+    library: Library,
+    row: EnsembleRow,
+    rule: str,
+    cost_unit: str,
+    output: str | os.PathLike[str],
+) -> Path:
+    from deepens.ensemble import Ensemble
+
+    folder = Path(output) / "ensembles"
+    folder /= ensemble_folder_name(row.method, row.budget, cost_unit)
+    ensemble = Ensemble.from_library(
+        library,
+        row.members,
+        row.weights,
+        combiner=rule,
+        cost=row.cost,
+        cost_unit=cost_unit,
+        info={"method": row.method, "budget": row.budget, "combiner": row.combiner},
+    )
+    return ensemble.save(folder)
 
 
 def _describe(
