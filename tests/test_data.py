@@ -449,12 +449,56 @@ def test_npz_problems_name_the_array(tmp_path, arrays, message):
         load_dataset(source)
 
 
-def test_npz_that_is_not_an_archive(tmp_path):
+@pytest.mark.parametrize(
+    "content", [b"not numpy", b"", b"\x80\x04K\x01."], ids=["text", "empty", "pickle"]
+)
+def test_npz_that_is_not_an_archive_is_named_without_pickle_advice(tmp_path, content):
     source = tmp_path / "fake.npz"
-    source.write_text("not numpy")
+    source.write_bytes(content)
 
-    with pytest.raises(DataError, match="cannot read .*fake.npz as an .npz archive"):
+    with pytest.raises(DataError) as raised:
         load_dataset(source)
+
+    message = str(raised.value)
+    assert re.search(r"fake\.npz is not a valid \.npz archive", message)
+    assert "expected a zip archive of arrays x (images) and y (labels)" in message
+    assert "pickle" not in message
+
+
+def test_prediction_npz_that_is_not_an_archive_expects_x(tmp_path):
+    source = tmp_path / "x.npz"
+    source.write_text("a,b\n1,2\n")
+
+    with pytest.raises(
+        DataError,
+        match=r"x\.npz is not a valid \.npz archive.*expected a zip archive with "
+        r"an array x",
+    ):
+        load_prediction_inputs(source, channels=1, image_size=(4, 4))
+
+
+def test_npz_holding_one_npy_array_says_it_is_not_an_archive(tmp_path):
+    source = tmp_path / "one.npz"
+    with source.open("wb") as stream:
+        np.save(stream, np.zeros((3, 4, 4)))
+
+    with pytest.raises(DataError, match="holds a single array, not an .npz archive"):
+        load_dataset(source)
+
+
+def test_npz_object_array_is_refused_without_pickle_advice(tmp_path):
+    source = _npz(
+        tmp_path / "set.npz",
+        x=np.zeros((6, 4, 4)),
+        y=np.array([0, "a", 1, 0, 1, 0], dtype=object),
+    )
+
+    with pytest.raises(DataError) as raised:
+        load_dataset(source)
+
+    message = str(raised.value)
+    assert re.search(r"array 'y' in .*set\.npz holds Python objects", message)
+    assert "allow_pickle" not in message
 
 
 def test_too_few_images_in_a_class_names_class_count_and_minimum(tmp_path):

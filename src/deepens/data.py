@@ -85,6 +85,18 @@ _IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x0E: np.dtype(">f8"),
 }
 
+# The signatures numpy.load recognises: zip archives (.npz, also when empty)
+# and single .npy arrays.
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+_NPY_MAGIC = b"\x93NUMPY"
+_NPZ_DATASET = (
+    "a zip archive of arrays x (images) and y (labels), as "
+    "numpy.savez(path, x=images, y=labels) writes"
+)
+_NPZ_PREDICTION = (
+    "a zip archive with an array x of images, as numpy.savez(path, x=images) writes"
+)
+
 _RESAMPLE = Image.Resampling.BICUBIC
 _GRAY_MODES = frozenset(
     {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
@@ -734,9 +746,13 @@ def _check_same_image_shape(
 
 
 def _load_npz(
-    path: Path, keys: tuple[str, ...]
+    path: Path, keys: tuple[str, ...], expects: str
 ) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Load the arrays named in ``keys`` that exist, and list every array name."""
+    """Load the arrays named in ``keys`` that exist, and list every array name.
+
+    ``expects`` describes the archive the caller needs, for error messages.
+    """
+    _check_npz_magic(path, expects)
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
@@ -756,14 +772,44 @@ def _load_npz(
     return arrays, found
 
 
+def _check_npz_magic(path: Path, expects: str) -> None:
+    # numpy.load falls back to unpickling any file that is neither a zip nor an
+    # .npy, so its error for a text file advises allow_pickle: unsafe and beside
+    # the point. Checking the signature first gives the real reason.
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(len(_NPY_MAGIC))
+    except OSError as error:
+        raise DataError(f"cannot read {path} ({error})") from error
+    if not head.startswith((*_ZIP_MAGICS, _NPY_MAGIC)):
+        raise DataError(
+            f"{path} is not a valid .npz archive: it is not a zip file, which "
+            f"numpy.savez and numpy.savez_compressed write; expected {expects}"
+        )
+
+
 def _load_npz_array(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
     try:
         return archive[key]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+    except ValueError as error:
+        # numpy only says so in words: object arrays need allow_pickle, which
+        # would let the file run code, so never suggest it.
+        if "pickle" not in str(error):
+            raise _unloadable_array(key, path, error) from error
         raise DataError(
-            f"cannot load array {key!r} from {path} ({error}); store it as a "
-            "plain numeric or string array"
+            f"array {key!r} in {path} holds Python objects, which deepens does "
+            "not load because unpickling can run arbitrary code; store it as a "
+            "plain numeric or string array (e.g. with .astype(str))"
         ) from error
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise _unloadable_array(key, path, error) from error
+
+
+def _unloadable_array(key: str, path: Path, error: Exception) -> DataError:
+    return DataError(
+        f"cannot load array {key!r} from {path} ({error}); store it as a "
+        "plain numeric or string array"
+    )
 
 
 def _require_npz_array(key: str, found: list[str], path: Path, needs: str) -> None:
@@ -773,7 +819,8 @@ def _require_npz_array(key: str, found: list[str], path: Path, needs: str) -> No
 
 
 def _read_npz_dataset(path: Path) -> _Source:
-    arrays, found = _load_npz(path, ("x", "y", "x_test", "y_test", "class_names"))
+    keys = ("x", "y", "x_test", "y_test", "class_names")
+    arrays, found = _load_npz(path, keys, _NPZ_DATASET)
     needs = "an .npz data set needs x (images) and y (integer labels)"
     _require_npz_array("x", found, path, needs)
     _require_npz_array("y", found, path, needs)
@@ -1063,7 +1110,7 @@ def _decode_prediction_folder(
 def _read_prediction_npz(
     path: Path, mode: str, size: tuple[int, int]
 ) -> tuple[np.ndarray, list[str]]:
-    arrays, found = _load_npz(path, ("x",))
+    arrays, found = _load_npz(path, ("x",), _NPZ_PREDICTION)
     _require_npz_array("x", found, path, "store the images to predict as x")
     images = _images_from_array(arrays["x"], f"array 'x' in {path}")
     converted = _convert_array(images, mode, size)
