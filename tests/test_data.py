@@ -376,7 +376,8 @@ def test_npz_layouts_and_dtypes(tmp_path, x, channels, expected_max):
         ),
         (
             {"x": np.zeros((6, 4, 4)), "y": np.zeros(6)},
-            r"array 'y' .* has dtype float64; expected integer class labels",
+            r"array 'y' .* has dtype float64; expected integer class labels .*"
+            r"\.astype\(int\)",
         ),
         (
             {"x": np.zeros((6, 4, 4)), "y": np.array([0, 1, 2, 0, 1, -1])},
@@ -518,11 +519,130 @@ def test_too_few_images_in_a_class_names_class_count_and_minimum(tmp_path):
         load_dataset(source)
 
 
-def test_a_label_without_images_is_a_class_with_zero_images(tmp_path):
-    labels = np.array([0, 2] * 6)
+def test_npz_labels_that_skip_values_say_to_renumber_them(tmp_path):
+    labels = np.array([0, 5, 9] * 4)
     source = _npz(tmp_path / "set.npz", x=_numbered_images(12), y=labels)
 
-    with pytest.raises(DataError, match=r"class '1' has 0 images"):
+    with pytest.raises(
+        DataError,
+        match=r"array 'y' in .*set\.npz skips the labels 1, 2, 3, 4, 6, 7, 8 "
+        r"\(no image has them\).*renumber the labels 0\.\.K-1.*class_names",
+    ):
+        load_dataset(source)
+
+
+def test_skipped_labels_are_listed_with_their_class_names(tmp_path):
+    source = _npz(
+        tmp_path / "set.npz",
+        x=_numbered_images(12),
+        y=np.array([0, 2] * 6),
+        class_names=np.array(["a", "b", "c", "d"]),
+    )
+
+    with pytest.raises(DataError, match=r"skips the labels 1 \('b'\), 3 \('d'\)"):
+        load_dataset(source)
+
+
+def test_idx_labels_that_skip_values_name_the_labels_file(tmp_path):
+    root = tmp_path / "idx"
+    root.mkdir()
+    images, _ = _idx_arrays(12)
+    _write_idx(root / "train-images-idx3-ubyte", images)
+    _write_idx(root / "train-labels-idx1-ubyte", np.array([0, 2] * 6, np.uint8))
+
+    with pytest.raises(
+        DataError, match=r"train-labels-idx1-ubyte skips the labels 1 .*renumber"
+    ):
+        load_dataset(root)
+
+
+def test_npz_string_labels_name_the_classes_in_sorted_order(tmp_path):
+    names = np.array(["dog", "cat", "emu"])
+    source = _npz(
+        tmp_path / "set.npz",
+        x=_numbered_images(30),
+        y=names[np.arange(30) % 3],
+        x_test=_numbered_images(4),
+        y_test=np.array(["emu", "cat", "dog", "cat"]),
+    )
+
+    dataset = load_dataset(source)
+
+    assert dataset.class_names == ["cat", "dog", "emu"]
+    assert dataset.test_labels.tolist() == [2, 0, 1, 0]
+    ids = dataset.train_images[:, 0, 0, 0].to(torch.int64)
+    assert torch.equal(dataset.train_labels, torch.tensor([1, 0, 2])[ids % 3])
+
+
+def test_npz_bytes_and_bool_labels_name_the_classes(tmp_path):
+    as_bytes = _npz(
+        tmp_path / "bytes.npz",
+        x=_numbered_images(9),
+        y=np.array([b"b", b"a", b"c"] * 3),
+    )
+    as_bool = _npz(
+        tmp_path / "bool.npz", x=_numbered_images(8), y=np.arange(8) % 2 == 1
+    )
+
+    assert load_dataset(as_bytes).class_names == ["a", "b", "c"]
+    assert load_dataset(as_bool).class_names == ["False", "True"]
+
+
+def test_npz_bool_labels_index_class_names(tmp_path):
+    source = _npz(
+        tmp_path / "set.npz",
+        x=_numbered_images(8),
+        y=np.arange(8) % 2 == 1,
+        class_names=np.array(["healthy", "sick"]),
+    )
+
+    dataset = load_dataset(source)
+
+    assert dataset.class_names == ["healthy", "sick"]
+    ids = dataset.train_images[:, 0, 0, 0].to(torch.int64)
+    assert torch.equal(dataset.train_labels, ids % 2)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        (
+            {"y": np.array(["a", "b"] * 3), "class_names": np.array(["a", "b"])},
+            r"array 'y' in .* holds strings, which name the classes, and array "
+            r"'class_names' names them too; remove class_names",
+        ),
+        (
+            {
+                "y": np.array(["a", "b"] * 3),
+                "x_test": np.zeros((2, 4, 4)),
+                "y_test": np.array(["a", "z"]),
+            },
+            r"array 'y_test' in .* holds labels that array 'y' does not: \['z'\]",
+        ),
+        (
+            {
+                "y": np.array(["a", "b"] * 3),
+                "x_test": np.zeros((2, 4, 4)),
+                "y_test": np.array([0, 1]),
+            },
+            r"array 'y_test' in .* has dtype int64 but array 'y' holds strings",
+        ),
+        (
+            {"y": np.array([["a"], ["b"]] * 3)},
+            r"array 'y' .* has shape \(6, 1\); expected one label per image",
+        ),
+        (
+            {"y": np.arange(6) % 2 + 0j},
+            r"array 'y' .* has dtype complex128; expected integer class labels, "
+            r"strings or booleans$",
+        ),
+    ],
+    ids=["with-class-names", "unknown-test-label", "mixed-kinds", "2d", "complex"],
+)
+def test_npz_named_label_problems(tmp_path, arrays, message):
+    source = _npz(tmp_path / "set.npz", x=np.zeros((6, 4, 4)), **arrays)
+
+    with pytest.raises(DataError, match=message):
         load_dataset(source)
 
 

@@ -86,6 +86,24 @@ def test_class_names_are_kept_in_label_order():
     assert dataset.name == "arrays"
 
 
+def test_string_labels_name_the_classes_in_sorted_order():
+    images, labels = _numbered(12)
+    names = np.array(["b", "c", "a"])[labels]
+
+    dataset = dataset_from_arrays(images, names)
+
+    assert dataset.class_names == ["a", "b", "c"]
+    ids = np.array(_ids(dataset.train_images))
+    assert dataset.train_labels.tolist() == [[1, 2, 0][i % 3] for i in ids]
+
+
+def test_labels_that_skip_values_say_to_renumber_them():
+    images, _ = _numbered(12)
+
+    with pytest.raises(DataError, match=r"^y skips the labels 1 .*renumber"):
+        dataset_from_arrays(images, np.array([0, 2] * 6))
+
+
 def test_two_images_per_class_suffice_and_no_test_warning_is_logged(caplog):
     images, labels = _numbered(6)
 
@@ -104,6 +122,12 @@ def test_two_images_per_class_suffice_and_no_test_warning_is_logged(caplog):
         (np.zeros((6, 4, 4)), np.zeros(6, dtype=int), {}, "only one class"),
         (np.zeros((5, 4, 4)), np.array([0, 0, 1, 1, 2]), {}, "class '2' has 1 image"),
         (np.zeros((6, 4, 4)), np.arange(6) % 2 * 0.5, {}, "integer class labels"),
+        (
+            np.zeros((6, 4, 4)),
+            np.array(["a", "b"] * 3),
+            {"class_names": ["a", "b"]},
+            "y holds strings, which name the classes, and class_names names them",
+        ),
         (np.full((6, 4, 4), 300.0), np.arange(6) % 2, {}, "floats from 300 to 300"),
         (
             np.zeros((6, 4, 4)),

@@ -11,6 +11,12 @@ seeded, into train, validation and test sets:
 * an ``.npz`` file with arrays ``x`` and ``y`` (optionally ``x_test``, ``y_test``
   and ``class_names``).
 
+Labels read from arrays (``.npz``, IDX, :func:`dataset_from_arrays`) are class
+indices 0..K-1 that skip no value, or, in ``.npz`` files and
+:func:`dataset_from_arrays`, strings or booleans that name the classes: their
+sorted distinct values become the classes (``class_names`` must then be
+absent, except that booleans index two given names as 0 and 1 would).
+
 The plain strings ``"digits"`` and ``"fashion-mnist"`` are shortcuts; pass a
 :class:`pathlib.Path` (or ``"./digits"``) to read a local folder of that name.
 
@@ -231,6 +237,8 @@ class _Source:
     test_images: np.ndarray | None = None
     test_labels: np.ndarray | None = None
     skipped: list[str] = field(default_factory=list)
+    labels_from: str = "the labels"
+    """Where the labels came from, for messages: a file or an array."""
 
 
 def load_dataset(
@@ -329,13 +337,15 @@ def dataset_from_arrays(
         1 or 3: uint8, integers 0..255, or floats in [0, 1] or [0, 255] (an
         array whose floats all lie in [0, 1] is read as normalised).
     y : numpy.ndarray
-        ``(N,)`` integer class indices 0, 1, ...
+        ``(N,)`` integer class indices 0, 1, ..., or strings or booleans naming
+        the classes, which are then their sorted distinct values.
     validation_fraction : float
         Share of the images held out for validation, in (0, 1).
     seed : int
         Seed of the split; a non-negative integer.
     class_names : sequence of str, optional
-        One name per class, in label order; by default "0", "1", ...
+        One name per class, in label order; by default "0", "1", ... Not
+        allowed with string labels, which name the classes themselves.
     name : str
         Name of the data set, recorded in libraries built from it.
 
@@ -356,15 +366,15 @@ def dataset_from_arrays(
         raise DataError(f"seed must be a non-negative integer, got {seed!r}")
 
     images = _images_from_array(np.asarray(x), "x")
-    labels = _labels_from_array(np.asarray(y), "y")
+    names = None if class_names is None else [str(n) for n in class_names]
+    labels, names = _array_labels(np.asarray(y), names)
     if len(labels) != len(images):
         raise DataError(
             f"y holds {len(labels)} labels but x holds {len(images)} images; "
             "they must match"
         )
 
-    data = _Source(name, [], images, labels)
-    names = None if class_names is None else [str(n) for n in class_names]
+    data = _Source(name, [], images, labels, labels_from="y")
     data.class_names = _resolve_class_names(data, names, "class_names")
     # An empty test split of the data set's own makes the splitter hold out
     # no test images and ask each class for only two (train and validation).
@@ -375,6 +385,17 @@ def dataset_from_arrays(
         data, validation_fraction, 0.0, np.random.default_rng(seed)
     )
     return _build_dataset(data, indices, None)
+
+
+def _array_labels(
+    y: np.ndarray, class_names: list[str] | None
+) -> tuple[np.ndarray, list[str] | None]:
+    """Class indices of ``y``, and the class names (from ``y`` if it names them)."""
+    if not _holds_class_names(y, class_names):
+        return _labels_from_array(y, "y"), class_names
+    given = None if class_names is None else "class_names"
+    labels, _, names = _encode_named_labels(y, "y", given)
+    return labels, names
 
 
 def load_prediction_inputs(
@@ -605,7 +626,8 @@ def _read_idx_folder(
     folder: Path, name: str, class_names: list[str] | None = None
 ) -> _Source:
     images, labels, images_path = _read_idx_pair(folder, _TRAIN_IMAGES, _TRAIN_LABELS)
-    data = _Source(name, [], images, labels)
+    labels_from = str(_require_idx(folder, _TRAIN_LABELS))
+    data = _Source(name, [], images, labels, labels_from=labels_from)
     has_test = (
         _find_idx(folder, _TEST_IMAGES) is not None
         or _find_idx(folder, _TEST_LABELS) is not None
@@ -717,15 +739,25 @@ def _float_to_uint8(images: np.ndarray, what: str) -> np.ndarray:
     return np.rint(images * scale).astype(np.uint8)
 
 
-def _labels_from_array(array: np.ndarray, what: str) -> np.ndarray:
+def _check_label_shape(array: np.ndarray, what: str) -> None:
     if array.ndim != 1:
         raise DataError(
             f"{what} has shape {array.shape}; expected one label per image, (N,)"
         )
-    if array.dtype.kind not in "iu":
+
+
+def _labels_from_array(array: np.ndarray, what: str) -> np.ndarray:
+    """Check class indices; booleans count as the indices 0 and 1."""
+    _check_label_shape(array, what)
+    if array.dtype.kind == "f":
         raise DataError(
             f"{what} has dtype {array.dtype}; expected integer class labels "
-            "(convert with .astype(int))"
+            "(convert whole-number floats with .astype(int))"
+        )
+    if array.dtype.kind not in "iub":
+        raise DataError(
+            f"{what} has dtype {array.dtype}; expected integer class labels, "
+            "strings or booleans"
         )
     if len(array) and int(array.min()) < 0:
         raise DataError(
@@ -733,6 +765,80 @@ def _labels_from_array(array: np.ndarray, what: str) -> np.ndarray:
             "be class indices 0, 1, ..."
         )
     return array.astype(np.int64)
+
+
+def _holds_class_names(labels: np.ndarray, class_names: object) -> bool:
+    """Whether ``labels`` name their classes rather than index them."""
+    # Booleans index two given class names as 0 and 1 would; without names,
+    # False and True are the names.
+    kind = labels.dtype.kind
+    return kind in "US" or (kind == "b" and class_names is None)
+
+
+def _label_kind(labels: np.ndarray) -> str:
+    kinds = {"U": "strings", "S": "strings", "b": "booleans"}
+    return kinds.get(labels.dtype.kind, f"{labels.dtype} values")
+
+
+def _encode_named_labels(
+    labels: np.ndarray, what: str, names_given: str | None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Number the distinct values of naming labels in sorted order.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Strings, bytes or booleans, one per image.
+    what : str
+        The labels' origin, for messages.
+    names_given : str or None
+        Where class names were also given, which is an error, or ``None``.
+
+    Returns
+    -------
+    encoded : numpy.ndarray
+        int64 class indices.
+    values : numpy.ndarray
+        The sorted distinct label values, one per class.
+    names : list of str
+        The class names, in index order.
+    """
+    _check_label_shape(labels, what)
+    if names_given is not None:
+        raise DataError(
+            f"{what} holds strings, which name the classes, and {names_given} "
+            "names them too; remove class_names (the classes are then the sorted "
+            "distinct labels) or store the labels as integer indices into it"
+        )
+    values, encoded = np.unique(labels, return_inverse=True)
+    names = [_value_name(value) for value in values.tolist()]
+    _logger.info("%s names %s; numbered in sorted order", what, _preview(names))
+    return encoded.astype(np.int64), values, names
+
+
+def _encode_test_labels(
+    labels: np.ndarray, values: np.ndarray, what: str, train_what: str
+) -> np.ndarray:
+    _check_label_shape(labels, what)
+    unknown = np.setdiff1d(labels, values)
+    if len(unknown):
+        names = [_value_name(value) for value in unknown.tolist()]
+        raise DataError(
+            f"{what} holds labels that {train_what} does not: {_preview(names)}; "
+            f"every class needs training images, so add them to {train_what}"
+        )
+    return np.searchsorted(values, labels).astype(np.int64)
+
+
+def _value_name(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="backslashreplace")
+    return str(value)
+
+
+def _preview(names: list[str], limit: int = 10) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return f"{names[:limit]}{more}"
 
 
 def _check_same_image_shape(
@@ -821,25 +927,55 @@ def _require_npz_array(key: str, found: list[str], path: Path, needs: str) -> No
 def _read_npz_dataset(path: Path) -> _Source:
     keys = ("x", "y", "x_test", "y_test", "class_names")
     arrays, found = _load_npz(path, keys, _NPZ_DATASET)
-    needs = "an .npz data set needs x (images) and y (integer labels)"
+    needs = "an .npz data set needs x (images) and y (labels)"
     _require_npz_array("x", found, path, needs)
     _require_npz_array("y", found, path, needs)
-    images, labels = _npz_pair(arrays, "x", "y", path)
-    data = _Source(path.stem, [], images, labels)
-
-    if "x_test" in arrays or "y_test" in arrays:
+    has_test = "x_test" in arrays or "y_test" in arrays
+    if has_test:
         needs = "a test split needs both x_test and y_test"
         _require_npz_array("x_test", found, path, needs)
         _require_npz_array("y_test", found, path, needs)
+
+    names_from = f"array 'class_names' in {path}"
+    class_names = _npz_class_names(arrays.get("class_names"), names_from)
+    label_names = _encode_npz_labels(arrays, path, class_names)
+    images, labels = _npz_pair(arrays, "x", "y", path)
+    data = _Source(path.stem, [], images, labels, labels_from=f"array 'y' in {path}")
+    if has_test:
         data.test_images, data.test_labels = _npz_pair(arrays, "x_test", "y_test", path)
         _check_same_image_shape(
             data.test_images, images, f"array 'x_test' in {path}", "array 'x'"
         )
-
-    names_from = f"array 'class_names' in {path}"
-    class_names = _npz_class_names(arrays.get("class_names"), names_from)
-    data.class_names = _resolve_class_names(data, class_names, names_from)
+    names = label_names if label_names is not None else class_names
+    data.class_names = _resolve_class_names(data, names, names_from)
     return data
+
+
+def _encode_npz_labels(
+    arrays: dict[str, np.ndarray],
+    path: Path,
+    class_names: list[str] | None,
+) -> list[str] | None:
+    """Replace labels that name their classes by indices; return the names.
+
+    Returns ``None``, changing nothing, when ``y`` holds class indices.
+    """
+    y, y_test = arrays["y"], arrays.get("y_test")
+    test_what = f"array 'y_test' in {path}"
+    named = _holds_class_names(y, class_names)
+    if y_test is not None and y_test.dtype.kind != y.dtype.kind:
+        if named or _holds_class_names(y_test, class_names):
+            raise DataError(
+                f"{test_what} has dtype {y_test.dtype} but array 'y' holds "
+                f"{_label_kind(y)}; store both the same way"
+            )
+    if not named:
+        return None
+    given = None if class_names is None else "array 'class_names'"
+    arrays["y"], values, names = _encode_named_labels(y, f"array 'y' in {path}", given)
+    if y_test is not None:
+        arrays["y_test"] = _encode_test_labels(y_test, values, test_what, "array 'y'")
+    return names
 
 
 def _npz_pair(
@@ -1138,6 +1274,9 @@ def _check_class_counts(data: _Source) -> None:
         _warn_missing_test_classes(data, data.test_labels)
     needed = 2 if own_test else 3
     counts = _class_counts(data.labels, len(data.class_names))
+    empty = np.flatnonzero(counts == 0)
+    if len(empty):
+        raise _skipped_labels_error(data, empty)
     short = np.flatnonzero(counts < needed)
     if len(short) == 0:
         return
@@ -1152,6 +1291,27 @@ def _check_class_counts(data: _Source) -> None:
         f"{listed}{more}; each class needs at least {needed} images, one for each "
         f"of {splits}: add images or remove the class"
     )
+
+
+def _skipped_labels_error(data: _Source, empty: np.ndarray) -> DataError:
+    # Only labels read from arrays (npz, IDX, in memory) can leave a class
+    # without images, and "add images" does not help there: the numbering does.
+    named = [_label_and_name(data.class_names, int(label)) for label in empty]
+    listed = ", ".join(named[:10]) + (
+        f" and {len(named) - 10} more" if len(named) > 10 else ""
+    )
+    return DataError(
+        f"{data.labels_from} skips the labels {listed} (no image has them), so "
+        "those classes would have no images; renumber the labels 0..K-1 for the "
+        "K classes that have images (numpy.unique(labels, return_inverse=True) "
+        "does it) and give class_names (or classes.txt) one name per class in "
+        "that order"
+    )
+
+
+def _label_and_name(class_names: list[str], label: int) -> str:
+    name = class_names[label]
+    return str(label) if name == str(label) else f"{label} ({name!r})"
 
 
 def _warn_missing_test_classes(data: _Source, test_labels: np.ndarray) -> None:
