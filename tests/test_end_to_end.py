@@ -174,3 +174,88 @@ def test_bad_input_gets_a_one_line_error_not_a_traceback(arguments, message, tmp
 
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def _copy_run(finished_run, tmp_path):
+    import shutil
+
+    output, _ = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(output, copy)
+    return copy
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "text"])
+def test_a_damaged_ensemble_gets_a_one_line_error(finished_run, tmp_path, damage):
+    copy = _copy_run(finished_run, tmp_path)
+    folder = sorted((copy / "ensembles").iterdir())[-1]
+    weights = sorted((folder / "members").iterdir())[0]
+    if damage == "delete":
+        weights.unlink()
+    elif damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:100])
+    else:
+        weights.write_text("not weights")
+    inputs = tmp_path / "x.npz"
+    np.savez(inputs, x=np.zeros((2, 8, 8), dtype=np.uint8))
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(folder),
+            str(inputs),
+            "-o",
+            str(tmp_path / "p.csv"),
+            "--device",
+            "cpu",
+        ],
+    )
+
+    assert result.exit_code == 2, result.output
+    assert weights.stem in result.output and "Traceback" not in result.output
+
+
+def test_select_skips_a_model_whose_predictions_are_cut(finished_run, tmp_path):
+    copy = _copy_run(finished_run, tmp_path)
+    entry = Library.open(copy / "library").entries()[0]
+    array = entry.folder / entry.files["validation"]
+    array.write_bytes(array.read_bytes()[:90])
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "select",
+            "--output",
+            str(copy),
+            "--cost-unit",
+            "flops",
+            "--pruning-fraction",
+            "1",
+        ],
+    )
+
+    assert result.exit_code == 0, result.output
+    assert f"skipping model '{entry.model_id}'" in result.output
+    report = json.loads((copy / "results.json").read_text())
+    assert report["library_size"] == 3
+
+
+def test_select_on_a_library_without_labels_says_so(finished_run, tmp_path):
+    copy = _copy_run(finished_run, tmp_path)
+    (copy / "library" / "labels.npz").unlink()
+
+    result = CliRunner().invoke(app, ["select", "--output", str(copy)])
+
+    assert result.exit_code == 2 and "labels.npz is missing" in result.output
+
+
+def test_predict_into_a_folder_is_refused(finished_run, tmp_path):
+    output, _ = finished_run
+    folder = sorted((output / "ensembles").iterdir())[-1]
+
+    result = CliRunner().invoke(
+        app, ["predict", str(folder), str(folder), "-o", str(tmp_path)]
+    )
+
+    assert result.exit_code == 2 and "is a folder" in result.output

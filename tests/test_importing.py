@@ -130,3 +130,13 @@ def test_import_then_select_from_the_command_line(manifest, tmp_path):
     report = json.loads((output / "results.json").read_text())
     assert report["ensembles"][0]["cost"] <= 2
     assert Library.open(output / "library").test_labels is not None
+
+
+def test_duplicate_names_and_misspelt_keys_are_errors(manifest, tmp_path):
+    _rewrite(manifest, lambda d: d["models"][1].update(name="m0"))
+    with pytest.raises(LibraryError, match="two models are named 'm0'"):
+        import_predictions(manifest, tmp_path / "lib")
+
+    _rewrite(manifest, lambda d: d["models"][1].update(name="m1", cots=2))
+    with pytest.raises(LibraryError, match="unknown key.*cots"):
+        import_predictions(manifest, tmp_path / "lib")

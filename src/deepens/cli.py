@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +18,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from deepens.errors import DeepensError
+from deepens.errors import BudgetError, DeepensError
 from deepens.space import SearchSpace
 
 app = typer.Typer(
@@ -273,8 +275,37 @@ def _device(name: str) -> str:
 
 
 def _fail(error: Exception) -> None:
-    console.print(f"[bold red]error:[/] {error}")
+    console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
     raise typer.Exit(code=2)
+
+
+def _reports_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """Turn any error of a command into one line on stderr and an exit code.
+
+    Errors deepens raises for input it cannot use exit with 2; anything else
+    (a bug, a full disk) exits with 1 and says how to see the traceback.
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except (typer.Exit, KeyboardInterrupt):
+            raise
+        except DeepensError as error:
+            _fail(error)
+        except Exception as error:
+            if logging.getLogger("deepens").isEnabledFor(logging.DEBUG):
+                raise
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            console.print(
+                f"[bold red]error:[/] {type(error).__name__}: {first_line} "
+                "(run again with --verbose to see the traceback)",
+                soft_wrap=True,
+            )
+            raise typer.Exit(code=1) from None
+
+    return wrapper
 
 
 # -------------------------------------------------------------- progress
@@ -378,7 +409,7 @@ def _measure(library: Any, dataset: Any, device: str, threads: int) -> None:
         TextColumn("{task.completed}/{task.total} models"),
         console=console,
     ) as progress:
-        task = progress.add_task("measure", total=None)
+        task = progress.add_task("measure", total=len(library.entries()))
 
         def listener(position: int, total: int, model_id: str) -> None:
             progress.update(task, completed=position, total=total)
@@ -399,9 +430,11 @@ def _select_and_report(library: Any, output: Path, **selection: Any) -> None:
     _print_report(report)
     json_path = write_json(report, output / "results.json")
     plot_path = plot_pareto(report, output / "pareto.png")
-    console.print(
-        f"wrote {json_path} and {plot_path}; ensembles under {output}/ensembles"
-    )
+    saved = [row.saved_to for row in report.rows if row.saved_to]
+    where = f"; ensembles under {output}/ensembles"
+    if not saved:
+        where = " (no ensemble folders: imported models have no weights)"
+    console.print(f"wrote {json_path} and {plot_path}{where}")
 
 
 def _percent(value: float | None) -> str:
@@ -477,6 +510,10 @@ def _build_library(options: dict[str, Any]) -> Any:
         seed=options["seed"],
         mixed_precision=options["mixed_precision"],
     )
+    if options["cost_threads"] < 1:
+        raise DeepensError(
+            f"--cost-threads must be at least 1; got {options['cost_threads']}"
+        )
     device = _device(options["device"])
     space = SearchSpace.load(options["space"])
     dataset = _load_data(
@@ -489,12 +526,19 @@ def _build_library(options: dict[str, Any]) -> Any:
         options["max_test_samples"],
         options["image_size"],
     )
-    _summary, library = _search(dataset, options["output"], space, settings)
+    summary, library = _search(dataset, options["output"], space, settings)
     _measure(library, dataset, device, options["cost_threads"])
+    if not library.entries(("finished", "stopped")):
+        raise DeepensError(
+            f"the search trained no model ({summary.trials_started} trial(s) started, "
+            f"{summary.trials_failed} failed); raise --time-budget or --max-trials, "
+            "or see the warnings above for why trials failed"
+        )
     return library
 
 
 @app.command()
+@_reports_errors
 def run(
     data: Data = "digits",
     output: Output = Path("runs/digits"),
@@ -537,8 +581,8 @@ def run(
     OUTPUT/ensembles, OUTPUT/results.json and OUTPUT/pareto.png.
     """
     _setup_logging(verbose)
+    library = _build_library(dict(locals()))
     try:
-        library = _build_library(dict(locals()))
         _select_and_report(
             library,
             output,
@@ -552,11 +596,15 @@ def run(
             selection_device=selection_device,
             shards=shards,
         )
-    except DeepensError as error:
-        _fail(error)
+    except BudgetError as error:
+        raise BudgetError(
+            f"{error}. The library at {library.path} is kept: choose budgets "
+            f"without training with 'deepens select --output {output} --budget ...'"
+        ) from None
 
 
 @app.command()
+@_reports_errors
 def search(
     data: Data = "digits",
     output: Output = Path("runs/digits"),
@@ -584,11 +632,7 @@ def search(
 ) -> None:
     """Build (or extend) the library at OUTPUT/library, and measure its models."""
     _setup_logging(verbose)
-    try:
-        library = _build_library(dict(locals()))
-    except DeepensError as error:
-        _fail(error)
-        return
+    library = _build_library(dict(locals()))
     console.print(
         f"library: {len(library.entries(('finished', 'stopped')))} models "
         f"at {library.path}"
@@ -596,6 +640,7 @@ def search(
 
 
 @app.command()
+@_reports_errors
 def select(
     output: Output = Path("runs/digits"),
     library: Annotated[
@@ -617,26 +662,24 @@ def select(
     from deepens.library import Library
 
     _setup_logging(verbose)
-    try:
-        opened = Library.open(library or output / "library")
-        _select_and_report(
-            opened,
-            output,
-            budgets=budget,
-            cost_unit=cost_unit,
-            methods=method,
-            ensemble_size=ensemble_size,
-            pruning_fraction=pruning_fraction,
-            metric=metric,
-            combiner=combiner,
-            selection_device=selection_device,
-            shards=shards,
-        )
-    except DeepensError as error:
-        _fail(error)
+    opened = Library.open(library or output / "library")
+    _select_and_report(
+        opened,
+        output,
+        budgets=budget,
+        cost_unit=cost_unit,
+        methods=method,
+        ensemble_size=ensemble_size,
+        pruning_fraction=pruning_fraction,
+        metric=metric,
+        combiner=combiner,
+        selection_device=selection_device,
+        shards=shards,
+    )
 
 
 @app.command("import")
+@_reports_errors
 def import_(
     manifest: Annotated[
         Path,
@@ -658,11 +701,7 @@ def import_(
     from deepens.importing import import_predictions
 
     _setup_logging(verbose)
-    try:
-        library = import_predictions(manifest, output / "library")
-    except DeepensError as error:
-        _fail(error)
-        return
+    library = import_predictions(manifest, output / "library")
     console.print(
         f"library: {len(library.entries())} models at {library.path}; next: "
         f"deepens select --output {output} --budget ..."
@@ -670,6 +709,7 @@ def import_(
 
 
 @app.command()
+@_reports_errors
 def predict(
     ensemble: Annotated[Path, typer.Argument(help="A saved ensemble folder.")],
     inputs: Annotated[
@@ -687,15 +727,13 @@ def predict(
     from deepens.ensemble import Ensemble
 
     _setup_logging(verbose)
-    try:
-        loaded = Ensemble.load(ensemble)
-        images, names = load_prediction_inputs(
-            inputs, channels=loaded.channels, image_size=loaded.image_size
-        )
-        probabilities = loaded.predict_proba(images, device=_device(device))
-    except DeepensError as error:
-        _fail(error)
-        return
+    if output.is_dir():
+        raise DeepensError(f"--output {output} is a folder; give a CSV file name")
+    loaded = Ensemble.load(ensemble)
+    images, names = load_prediction_inputs(
+        inputs, channels=loaded.channels, image_size=loaded.image_size
+    )
+    probabilities = loaded.predict_proba(images, device=_device(device))
 
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "w", newline="") as stream:
@@ -713,6 +751,7 @@ def predict(
 
 
 @space_app.command("show")
+@_reports_errors
 def space_show(
     name: Annotated[
         str, typer.Argument(help="A preset (small, paper) or a JSON file.")
@@ -721,10 +760,27 @@ def space_show(
     """Print a search space as JSON, to copy, edit and pass to --space."""
     from deepens.space import SearchSpace
 
-    try:
-        out.print_json(json.dumps(SearchSpace.load(name).to_dict()))
-    except DeepensError as error:
-        _fail(error)
+    out.print_json(json.dumps(SearchSpace.load(name).to_dict()))
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from deepens import __version__
+
+        out.print(f"deepens {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Show the version."
+        ),
+    ] = False,
+) -> None:
+    """AutoML for ensembles of deep image classifiers under an inference budget."""
 
 
 def main() -> None:

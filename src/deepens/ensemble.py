@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -149,11 +150,24 @@ class Ensemble:
             ) from None
         except (OSError, json.JSONDecodeError) as error:
             raise LibraryError(f"{root}/ensemble.json is unreadable: {error}") from None
+        try:
+            members = [Member(**m) for m in document["members"]]
+            class_names = [str(name) for name in document["class_names"]]
+            channels = int(document["channels"])
+            image_size = (
+                int(document["image_size"][0]),
+                int(document["image_size"][1]),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as error:
+            raise LibraryError(
+                f"{root}/ensemble.json is damaged ({type(error).__name__}: {error}); "
+                "save the ensemble again with 'deepens select'"
+            ) from None
         return cls(
-            members=[Member(**m) for m in document["members"]],
-            class_names=document["class_names"],
-            channels=int(document["channels"]),
-            image_size=tuple(document["image_size"]),  # type: ignore[arg-type]
+            members=members,
+            class_names=class_names,
+            channels=channels,
+            image_size=image_size,
             combiner=document.get("combiner", "average"),
             cost=document.get("cost"),
             cost_unit=document.get("cost_unit", "seconds"),
@@ -173,17 +187,47 @@ class Ensemble:
             )
         outputs = []
         for member in self.members:
-            model = load_model(
+            model = self._load_member(member, device)
+            outputs.append(predict_probabilities(model, images, device=device))
+        weights = [m.weight for m in self.members]
+        return combine(outputs, weights=weights, rule=self.combiner)
+
+    def _load_member(
+        self, member: Member, device: torch.device | str
+    ) -> torch.nn.Module:
+        path = self._weights_source(member.model_id)
+        try:
+            return load_model(
                 member.config,
-                self._weights_source(member.model_id),
+                path,
                 in_channels=self.channels,
                 num_classes=len(self.class_names),
                 image_size=max(self.image_size),
                 device=device,
             )
-            outputs.append(predict_probabilities(model, images, device=device))
-        weights = [m.weight for m in self.members]
-        return combine(outputs, weights=weights, rule=self.combiner)
+        except FileNotFoundError:
+            raise LibraryError(
+                f"member '{member.model_id}' of the ensemble has no weights file "
+                f"({path}); the ensemble folder is incomplete: save it again with "
+                "'deepens select'"
+            ) from None
+        except (
+            OSError,
+            RuntimeError,
+            ValueError,
+            KeyError,
+            EOFError,
+            pickle.UnpicklingError,
+        ) as error:
+            # torch reports truncated archives, foreign pickles and shape
+            # mismatches with long multi-line messages; the first line says enough.
+            first_line = str(error).strip().splitlines()[0] if str(error) else ""
+            raise LibraryError(
+                f"member '{member.model_id}' of the ensemble cannot be loaded from "
+                f"{path} ({type(error).__name__}: {first_line}); the weights or "
+                "ensemble.json are damaged: save the ensemble again with "
+                "'deepens select'"
+            ) from None
 
     def predict(
         self, images: torch.Tensor, *, device: torch.device | str = "cpu"

@@ -41,6 +41,16 @@ _logger = logging.getLogger(__name__)
 # Rows of float16-rounded probabilities sum to 1 within about 1e-3 per class.
 ROW_SUM_TOLERANCE = 1e-2
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]+")
+MANIFEST_KEYS = ("class_names", "validation_labels", "test_labels", "models")
+MODEL_KEYS = (
+    "name",
+    "validation",
+    "test",
+    "predictions",
+    "cost",
+    "flops",
+    "parameters",
+)
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -57,12 +67,30 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         )
     if "validation_labels" not in document:
         raise LibraryError(f"manifest {path} lacks 'validation_labels'")
+    _check_keys(document, MANIFEST_KEYS, f"manifest {path}")
     return document
+
+
+def _check_keys(
+    document: Mapping[str, Any], allowed: tuple[str, ...], what: str
+) -> None:
+    """Reject misspelt keys, which would otherwise be silently ignored."""
+    unknown = sorted(set(document) - set(allowed))
+    if unknown:
+        raise LibraryError(
+            f"{what}: unknown key(s) {', '.join(unknown)}; allowed keys are "
+            f"{', '.join(allowed)}"
+        )
 
 
 def _load_array(base: Path, relative: Any, what: str) -> np.ndarray:
     if not isinstance(relative, str):
-        raise LibraryError(f"{what}: expected a file name, got {relative!r}")
+        shown = repr(relative)
+        shown = shown if len(shown) < 40 else shown[:37] + "..."
+        raise LibraryError(
+            f"{what}: expected the name of a .npy file next to the manifest, "
+            f"got {shown}"
+        )
     path = base / relative
     try:
         array = np.load(path, allow_pickle=False)
@@ -205,10 +233,17 @@ def import_predictions(
 
     # Validate everything first, so a bad model leaves no half-imported library.
     prepared = []
+    seen: set[str] = set()
     for position, model in enumerate(document["models"]):
         if not isinstance(model, Mapping):
             raise LibraryError(f"models[{position}] must be an object, got {model!r}")
         name = str(model.get("name", f"model-{position}"))
+        _check_keys(model, MODEL_KEYS, f"model '{name}'")
+        if _SAFE_ID.sub("-", name) in seen:
+            raise LibraryError(
+                f"two models are named '{name}'; give every model a distinct name"
+            )
+        seen.add(_SAFE_ID.sub("-", name))
         validation, test = _model_arrays(base, model, name)
         fields = _costs(model, name)
         finite = check_probabilities(

@@ -149,6 +149,7 @@ class Library:
         self.path = path
         self.metadata = dict(metadata)
         self._labels: dict[str, np.ndarray] | None = None
+        self._warned: set[Path] = set()
 
     # ----------------------------------------------------------- lifecycle
     @classmethod
@@ -250,8 +251,14 @@ class Library:
 
     def _load_labels(self) -> dict[str, np.ndarray]:
         if self._labels is None:
-            with np.load(self.path / "labels.npz") as archive:
-                self._labels = {key: archive[key] for key in archive.files}
+            try:
+                with np.load(self.path / "labels.npz") as archive:
+                    self._labels = {key: archive[key] for key in archive.files}
+            except (OSError, ValueError) as error:
+                raise LibraryError(
+                    f"{self.path}/labels.npz is missing or damaged ({error}); the "
+                    "library cannot be used: build it again with 'deepens search'"
+                ) from None
         return self._labels
 
     @property
@@ -271,12 +278,15 @@ class Library:
         folder = self.entry_folder(model_id)
         try:
             record = json.loads((folder / "entry.json").read_text())
+            entry = LibraryEntry(folder=folder, **record)
         except FileNotFoundError:
             return None
-        except (OSError, json.JSONDecodeError) as error:
-            _logger.warning("skipping unreadable entry %s: %s", folder, error)
+        except (OSError, json.JSONDecodeError, TypeError) as error:
+            if folder not in self._warned:
+                self._warned.add(folder)
+                _logger.warning("skipping unreadable entry %s: %s", folder, error)
             return None
-        return LibraryEntry(folder=folder, **record)
+        return entry
 
     def entries(self, statuses: Sequence[str] | None = None) -> list[LibraryEntry]:
         """Committed entries, sorted by model id; optionally only some statuses."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -273,19 +274,35 @@ def run_search(
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         ),
     )
-    # Ray logs each failed trial's full traceback; the tracker logs one line with
-    # the reason and where the trace is, which is what a user can act on.
-    controller_logger = logging.getLogger("ray.tune.execution.tune_controller")
-    previous_level = controller_logger.level
-    controller_logger.setLevel(logging.CRITICAL)
-    try:
+    with _quiet_ray_tune():
         tuner.fit()
-    finally:
-        controller_logger.setLevel(previous_level)
 
     _close_interrupted_entries(library)
     summary.library_size = len(library.entries(("finished", "stopped")))
     return summary
+
+
+@contextmanager
+def _quiet_ray_tune() -> Iterator[None]:
+    """Keep Ray Tune's own warnings and tracebacks off the user's screen.
+
+    Ray logs each failed trial's full traceback and, after an interrupt, how to
+    resume with its own API; the tracker logs one line per failed trial with the
+    reason and where the trace is, which is what a deepens user can act on.
+    ``--verbose`` leaves Ray's output as it is.
+    """
+    if logging.getLogger("deepens").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    loggers = [logging.getLogger("ray.tune"), logging.getLogger("ray.train")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _close_interrupted_entries(library: Library) -> None:

@@ -85,7 +85,9 @@ def usable_entries(library: Library, cost_unit: str) -> list[LibraryEntry]:
     entries = [
         entry
         for entry in library.entries(("finished", "stopped", "imported"))
-        if "validation" in entry.files and entry.cost(cost_unit) is not None
+        if "validation" in entry.files
+        and entry.cost(cost_unit) is not None
+        and _readable(entry)
     ]
     if not entries:
         raise LibraryError(
@@ -93,6 +95,21 @@ def usable_entries(library: Library, cost_unit: str) -> list[LibraryEntry]:
             f"{cost_unit} cost; run 'deepens search' first"
         )
     return entries
+
+
+def _readable(entry: LibraryEntry) -> bool:
+    """Whether the entry's cached predictions open (a crash or a copy can cut them)."""
+    try:
+        validation = entry.validation_probabilities()
+        test = entry.test_probabilities()
+    except (OSError, ValueError) as error:
+        _logger.warning(
+            "skipping model '%s': its predictions cannot be read (%s)",
+            entry.model_id,
+            error,
+        )
+        return False
+    return validation.ndim == 2 and (test is None or test.ndim == 2)
 
 
 def default_budgets(
