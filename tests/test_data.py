@@ -1043,7 +1043,6 @@ def test_prediction_folder_is_sorted_and_skips_bad_files(tmp_path, caplog):
     _save(tmp_path / "a.jpg", "RGB", (4, 4), (1, 2, 3))
     (tmp_path / ".DS_Store").write_bytes(b"x")
     (tmp_path / "c.jpg").write_text("nope")
-    _save(tmp_path / "sub" / "ignored.png")
 
     with caplog.at_level(logging.WARNING, logger="deepens.data"):
         images, names = load_prediction_inputs(tmp_path, channels=3, image_size=(4, 4))
@@ -1053,6 +1052,33 @@ def test_prediction_folder_is_sorted_and_skips_bad_files(tmp_path, caplog):
     assert images[1].eq(9).all()
     assert _warned_about(caplog, tmp_path / "c.jpg")
     assert not _warned_about(caplog, tmp_path / ".DS_Store")
+
+
+def test_prediction_folder_laid_out_like_training_data_is_searched(tmp_path, caplog):
+    _save(tmp_path / "loose.png", color=1)
+    _save(tmp_path / "cat" / "002.png", color=3)
+    _save(tmp_path / "cat" / "001.png", color=2)
+    _save(tmp_path / "cat" / "old" / "000.png", color=4)
+    _save(tmp_path / "dog" / "001.png", color=5)
+    _save(tmp_path / "dog" / ".hidden.png")
+    _save(tmp_path / ".thumbnails" / "001.png")
+    (tmp_path / "dog" / "notes.txt").write_text("not an image")
+
+    with caplog.at_level(logging.DEBUG, logger="deepens.data"):
+        images, names = load_prediction_inputs(tmp_path, channels=1, image_size=(6, 6))
+
+    assert names == [
+        "cat/001.png",
+        "cat/002.png",
+        "cat/old/000.png",
+        "dog/001.png",
+        "loose.png",
+    ]
+    assert images[:, 0, 0, 0].tolist() == [2, 3, 4, 5, 1]
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert "Found 3 images in subfolder cat" in debug
+    assert "Found 1 image in subfolder dog" in debug
+    assert _warned_about(caplog, tmp_path / "dog" / "notes.txt")
 
 
 def test_prediction_folder_without_readable_images(tmp_path):

@@ -406,9 +406,10 @@ def load_prediction_inputs(
     Parameters
     ----------
     source : str or os.PathLike
-        One image file, a folder of image files (not searched recursively;
-        hidden files are ignored and unreadable files skipped with a warning),
-        or an ``.npz`` file with an array ``x``.
+        One image file, a folder of image files (searched recursively, so a
+        folder laid out for training works; hidden files and folders are
+        ignored and unreadable files skipped with a warning), or an ``.npz``
+        file with an array ``x``.
     channels : int
         Channels the model expects: 1 (grayscale) or 3 (RGB).
     image_size : tuple of int
@@ -419,7 +420,10 @@ def load_prediction_inputs(
     images : torch.Tensor
         uint8 tensor of shape ``(N, channels, height, width)``.
     names : list of str
-        One name per image: the file name, or ``"row-<i>"`` for an ``.npz``.
+        One name per image: the file's path relative to the folder, with
+        ``/`` separators (e.g. ``"cat/001.png"``), the file name for a single
+        file, or ``"row-<i>"`` for an ``.npz``. Folder images are sorted by
+        that path.
 
     Raises
     ------
@@ -1224,23 +1228,35 @@ def _decode_prediction_file(path: Path, mode: str, size: tuple[int, int]) -> np.
 def _decode_prediction_folder(
     folder: Path, mode: str, size: tuple[int, int]
 ) -> tuple[np.ndarray, list[str]]:
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not _is_hidden(p))
+    # Searched like a training folder, since users often point predict at one
+    # laid out by class; relative names keep same-named files apart.
+    relative = sorted(
+        (path.relative_to(folder) for path in _list_class_files(folder)),
+        key=lambda path: path.parts,
+    )
     decoded: list[np.ndarray] = []
     names: list[str] = []
     skipped: list[str] = []
-    for path in files:
+    for name in relative:
         try:
-            decoded.append(_decode(path, mode, size))
+            decoded.append(_decode(folder / name, mode, size))
         except _DECODE_ERRORS as error:
-            _skip(path, f"not a readable image ({error})", skipped)
+            _skip(folder / name, f"not a readable image ({error})", skipped)
             continue
-        names.append(path.name)
+        names.append(name.as_posix())
     if not decoded:
         raise DataError(
             f"{folder} holds no readable images ({_plural(len(skipped), 'file')} "
-            "skipped); add image files to it (subfolders are not searched)"
+            "skipped); add image files to it or to its subfolders"
         )
+    _log_subfolder_counts(names)
     return np.stack(decoded), names
+
+
+def _log_subfolder_counts(names: list[str]) -> None:
+    counts = Counter(name.split("/")[0] for name in names if "/" in name)
+    for subfolder, count in sorted(counts.items()):
+        _logger.debug("Found %s in subfolder %s", _plural(count, "image"), subfolder)
 
 
 def _read_prediction_npz(
