@@ -1038,6 +1038,124 @@ def test_prediction_converts_channels_and_size(tmp_path):
     assert images.shape == (1, 1, 5, 3) and images.eq(76).all()
 
 
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_prediction_warns_when_it_resizes_and_drops_colour(tmp_path, caplog):
+    path = _save(tmp_path / "red.png", "RGB", (8, 6), (255, 0, 0))
+
+    with caplog.at_level(logging.WARNING, logger="deepens.data"):
+        load_prediction_inputs(path, channels=1, image_size=(5, 3))
+
+    assert _warnings(caplog) == [
+        f"Resizing {path} from 6x8 to 5x3 (height x width), the size the model "
+        "was trained on; predictions can be less accurate than on images of that "
+        "size",
+        f"Converting {path} from colour to grayscale: the model was trained on "
+        "grayscale images",
+    ]
+
+
+def test_prediction_folder_warnings_count_the_images_and_list_their_sizes(
+    tmp_path, caplog
+):
+    _save(tmp_path / "a.png", "L", (4, 4))
+    _save(tmp_path / "b.png", "L", (6, 6))
+    _save(tmp_path / "c" / "d.png", "L", (6, 6))
+    _save(tmp_path / "c" / "e.png", "L", (8, 2))
+
+    with caplog.at_level(logging.WARNING, logger="deepens.data"):
+        load_prediction_inputs(tmp_path, channels=3, image_size=(4, 4))
+
+    resizing, converting = _warnings(caplog)
+    assert resizing.startswith(
+        f"Resizing 3 of 4 images in {tmp_path} from 6x6, 2x8 to 4x4 (height x width)"
+    )
+    assert converting.startswith(
+        f"Converting all 4 images in {tmp_path} from grayscale to colour (RGB): "
+        "the model was trained on colour images"
+    )
+
+
+def test_prediction_npz_warns_about_size_and_channels(tmp_path, caplog):
+    red = np.zeros((3, 5, 5, 3), np.uint8)
+    red[..., 0] = 255
+    source = _npz(tmp_path / "batch.npz", x=red)
+
+    with caplog.at_level(logging.WARNING, logger="deepens.data"):
+        load_prediction_inputs(source, channels=1, image_size=(4, 4))
+
+    assert [message.split(" to ")[0] for message in _warnings(caplog)] == [
+        f"Resizing all 3 images in {source} from 5x5",
+        f"Converting all 3 images in {source} from colour",
+    ]
+
+
+def test_prediction_inputs_that_match_the_model_are_not_warned_about(tmp_path, caplog):
+    folder = tmp_path / "images"
+    _save(folder / "a.png", "RGB", (5, 4), (1, 2, 3))
+    _save(folder / "b.png", "RGBA", (5, 4), (1, 2, 3, 4))
+    source = _npz(tmp_path / "batch.npz", x=np.zeros((2, 4, 5, 3), np.uint8))
+    gray_in_rgb = _save(tmp_path / "gray.jpg", "RGB", (5, 4), (7, 7, 7))
+    gray_rows = _npz(tmp_path / "gray.npz", x=np.full((2, 4, 5, 3), 7, np.uint8))
+
+    with caplog.at_level(logging.WARNING, logger="deepens.data"):
+        load_prediction_inputs(folder / "a.png", channels=3, image_size=(4, 5))
+        load_prediction_inputs(folder, channels=3, image_size=(4, 5))
+        load_prediction_inputs(source, channels=3, image_size=(4, 5))
+        load_prediction_inputs(gray_in_rgb, channels=1, image_size=(4, 5))
+        load_prediction_inputs(gray_rows, channels=1, image_size=(4, 5))
+
+    assert _warnings(caplog) == []
+
+
+def test_prediction_npz_of_small_floats_warns_what_scale_it_assumed(tmp_path, caplog):
+    source = _npz(tmp_path / "batch.npz", x=np.full((2, 4, 4), 16.0))
+
+    with caplog.at_level(logging.WARNING, logger="deepens.data"):
+        images, _ = load_prediction_inputs(source, channels=1, image_size=(4, 4))
+
+    assert images.eq(16).all()
+    (message,) = _warnings(caplog)
+    assert message.startswith(
+        f"array 'x' in {source} holds floats from 16 to 16; read them as pixel "
+        "values 0..255"
+    )
+    assert "pass uint8" in message and "0..16" in message
+
+
+@pytest.mark.parametrize(
+    ("x", "warned"),
+    [
+        (np.full((9, 4, 4), 16.0), True),
+        (np.full((9, 4, 4), 1.5, np.float32), True),
+        (np.full((9, 4, 4), 17.0), False),
+        (np.full((9, 4, 4), 1.0), False),
+        (np.full((9, 4, 4), 16, np.uint8), False),
+    ],
+    ids=["float16", "float1.5", "float17", "float01", "uint8"],
+)
+def test_training_npz_floats_are_read_and_warned_about_like_predictions(
+    tmp_path, caplog, x, warned
+):
+    source = _npz(tmp_path / "set.npz", x=x, y=np.arange(9) % 3)
+
+    with caplog.at_level(logging.WARNING, logger="deepens.data"):
+        load_dataset(source)
+
+    assert any("read them as pixel values 0..255" in m for m in _warnings(caplog)) == (
+        warned
+    )
+
+
+def test_floats_above_255_suggest_uint8(tmp_path):
+    source = _npz(tmp_path / "batch.npz", x=np.full((2, 4, 4), 1000.0))
+
+    with pytest.raises(DataError, match=r"from 1000 to 1000; .*pass uint8 0\.\.255"):
+        load_prediction_inputs(source, channels=1, image_size=(4, 4))
+
+
 def test_prediction_folder_is_sorted_and_skips_bad_files(tmp_path, caplog):
     _save(tmp_path / "b.png", "L", (4, 4), 9)
     _save(tmp_path / "a.jpg", "RGB", (4, 4), (1, 2, 3))

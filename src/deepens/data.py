@@ -28,7 +28,17 @@ zero padding and the MNIST-style data sets use for background. 16-bit images
 are scaled to 8 bits (65535 -> 255), EXIF orientation is applied, and images
 are resized (stretched, not cropped) with a bicubic filter, which Pillow
 antialiases when shrinking. :func:`load_prediction_inputs` applies the same
-conversion so that predictions see images prepared the way training did.
+conversion so that predictions see images prepared the way training did, and
+logs a warning when it has to resize inputs or change them between colour and
+grayscale, since the model may predict such inputs poorly.
+
+Arrays of pixels (``.npz``, IDX, :func:`dataset_from_arrays`, and ``.npz``
+inputs to predict) may be uint8, integers 0..255, or floats. Training and
+prediction read floats alike: an array whose values all lie in [0, 1] is read
+as normalised (1.0 is white), any other as 0..255. Floats outside [0, 255] are
+refused. Floats whose maximum lies in (1, 16] are read as 0..255 but with a
+warning, as they are more likely on another scale (scikit-learn's digits use
+0..16) than nearly black; pass uint8 to state the scale.
 """
 
 from __future__ import annotations
@@ -102,6 +112,11 @@ _NPZ_DATASET = (
 _NPZ_PREDICTION = (
     "a zip archive with an array x of images, as numpy.savez(path, x=images) writes"
 )
+
+# Float images whose maximum lies in (1, _DIM_FLOAT_MAX] are read as 0..255 like
+# any float above 1, but would be nearly black: more likely another scale
+# (digits use 0..16, 4-bit data 0..15), so they are read with a warning.
+_DIM_FLOAT_MAX = 16.0
 
 _RESAMPLE = Image.Resampling.BICUBIC
 _GRAY_MODES = frozenset(
@@ -335,7 +350,8 @@ def dataset_from_arrays(
     x : numpy.ndarray
         Images as ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` with ``C``
         1 or 3: uint8, integers 0..255, or floats in [0, 1] or [0, 255] (an
-        array whose floats all lie in [0, 1] is read as normalised).
+        array whose floats all lie in [0, 1] is read as normalised; one whose
+        maximum lies in (1, 16] is read as 0..255 with a warning).
     y : numpy.ndarray
         ``(N,)`` integer class indices 0, 1, ..., or strings or booleans naming
         the classes, which are then their sorted distinct values.
@@ -439,12 +455,15 @@ def load_prediction_inputs(
             f"{path} does not exist; pass an image file, a folder of images "
             "or an .npz file with an array x"
         )
+    conversions = _Conversions(mode, size)
     if path.is_dir():
-        images, names = _decode_prediction_folder(path, mode, size)
+        images, names = _decode_prediction_folder(path, mode, size, conversions)
     elif path.suffix.lower() == ".npz":
-        images, names = _read_prediction_npz(path, mode, size)
+        images, names = _read_prediction_npz(path, mode, size, conversions)
     else:
-        images, names = _decode_prediction_file(path, mode, size), [path.name]
+        images = _decode_prediction_file(path, mode, size, conversions)
+        names = [path.name]
+    conversions.warn(path)
     return _to_tensor(images), names
 
 
@@ -736,7 +755,20 @@ def _float_to_uint8(images: np.ndarray, what: str) -> np.ndarray:
     if low < 0 or high > 255:
         raise DataError(
             f"{what} holds floats from {low:g} to {high:g}; expected pixel "
-            "values in [0, 1] or [0, 255]"
+            "values in [0, 1] or [0, 255]: rescale them to [0, 1] or pass "
+            "uint8 0..255"
+        )
+    if 1 < high <= _DIM_FLOAT_MAX:
+        _logger.warning(
+            "%s holds floats from %g to %g; read them as pixel values 0..255, as "
+            "any float array whose maximum is above 1 is, so its brightest pixel "
+            "is %.0f%% of full brightness. If they use a smaller scale (such as "
+            "scikit-learn's digits, 0..16), rescale them to [0, 1]; to keep "
+            "0..255 without this warning, pass uint8",
+            what,
+            low,
+            high,
+            100 * high / 255,
         )
     # A whole array within [0, 1] is read as normalised; otherwise as 0..255.
     scale = 255.0 if high <= 1 else 1.0
@@ -1027,6 +1059,11 @@ def _is_grayscale(image: Image.Image) -> bool:
     return bool((rgb == rgb[:, :1]).all())
 
 
+def _shows_only_gray(image: Image.Image) -> bool:
+    rgb = np.asarray(_convert_image(image, "RGB"))
+    return bool((rgb == rgb[..., :1]).all())
+
+
 def _probe(path: Path) -> tuple[bool, tuple[int, int]]:
     """Read only the header: is the image grayscale, and its (H, W) as shown."""
     with Image.open(path) as image:
@@ -1070,11 +1107,25 @@ def _convert_image(image: Image.Image, mode: str) -> Image.Image:
     return image.convert(base).convert(mode)
 
 
-def _decode(path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
-    """Decode one file to a uint8 (C, H, W) array of the given mode and size."""
+def _decode(
+    path: Path,
+    mode: str,
+    size: tuple[int, int],
+    conversions: _Conversions | None = None,
+) -> np.ndarray:
+    """Decode one file to a uint8 (C, H, W) array of the given mode and size.
+
+    ``conversions``, if given, records how the file had to change.
+    """
     with Image.open(path) as image:
         image.load()
         converted = _convert_image(image, mode)
+        if conversions is not None:
+            grayscale = _is_grayscale(image) or (
+                # A colour file of gray pixels loses nothing as grayscale.
+                mode == "L" and _shows_only_gray(image)
+            )
+            conversions.note(grayscale, (converted.height, converted.width), 1)
     height, width = size
     if converted.size != (width, height):
         converted = converted.resize((width, height), _RESAMPLE)
@@ -1215,9 +1266,74 @@ def _decode_classes(
     return images[:count], labels[:count]
 
 
-def _decode_prediction_file(path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
+@dataclass
+class _Conversions:
+    """How prediction inputs differ from what the model was trained on.
+
+    Predictions on resized or recoloured images can be silently worse, so
+    :func:`load_prediction_inputs` warns once per kind of change.
+    """
+
+    mode: str
+    size: tuple[int, int]
+    total: int = 0
+    resized_from: Counter[tuple[int, int]] = field(default_factory=Counter)
+    recoloured: int = 0
+
+    def note(self, grayscale: bool, size: tuple[int, int], count: int) -> None:
+        """Record ``count`` inputs of one kind and ``(height, width)``."""
+        self.total += count
+        if size != self.size:
+            self.resized_from[size] += count
+        if grayscale != (self.mode == "L"):
+            self.recoloured += count
+
+    def warn(self, source: Path) -> None:
+        """Log a warning for each kind of change the inputs needed."""
+        resized = sum(self.resized_from.values())
+        if resized:
+            _logger.warning(
+                "Resizing %s from %s to %dx%d (height x width), the size the model "
+                "was trained on; predictions can be less accurate than on images "
+                "of that size",
+                self._subject(resized, source),
+                _list_sizes(self.resized_from),
+                *self.size,
+            )
+        if self.recoloured and self.mode == "L":
+            _logger.warning(
+                "Converting %s from colour to grayscale: the model was trained on "
+                "grayscale images",
+                self._subject(self.recoloured, source),
+            )
+        elif self.recoloured:
+            _logger.warning(
+                "Converting %s from grayscale to colour (RGB): the model was "
+                "trained on colour images, so grayscale inputs can be predicted "
+                "poorly",
+                self._subject(self.recoloured, source),
+            )
+
+    def _subject(self, count: int, source: Path) -> str:
+        if self.total == 1:
+            return str(source)
+        if count == self.total:
+            return f"all {count} images in {source}"
+        return f"{count} of {self.total} images in {source}"
+
+
+def _list_sizes(sizes: Counter[tuple[int, int]], limit: int = 3) -> str:
+    """The most common ``(height, width)`` sizes as ``HxW``, most common first."""
+    listed = ", ".join(f"{h}x{w}" for (h, w), _ in sizes.most_common(limit))
+    others = len(sizes) - limit
+    return listed + (f" and {_plural(others, 'other size')}" if others > 0 else "")
+
+
+def _decode_prediction_file(
+    path: Path, mode: str, size: tuple[int, int], conversions: _Conversions
+) -> np.ndarray:
     try:
-        return _decode(path, mode, size)[None]
+        return _decode(path, mode, size, conversions)[None]
     except _DECODE_ERRORS as error:
         raise DataError(
             f"{path} is not a readable image ({error}); pass an image file, a "
@@ -1226,7 +1342,7 @@ def _decode_prediction_file(path: Path, mode: str, size: tuple[int, int]) -> np.
 
 
 def _decode_prediction_folder(
-    folder: Path, mode: str, size: tuple[int, int]
+    folder: Path, mode: str, size: tuple[int, int], conversions: _Conversions
 ) -> tuple[np.ndarray, list[str]]:
     # Searched like a training folder, since users often point predict at one
     # laid out by class; relative names keep same-named files apart.
@@ -1239,7 +1355,7 @@ def _decode_prediction_folder(
     skipped: list[str] = []
     for name in relative:
         try:
-            decoded.append(_decode(folder / name, mode, size))
+            decoded.append(_decode(folder / name, mode, size, conversions))
         except _DECODE_ERRORS as error:
             _skip(folder / name, f"not a readable image ({error})", skipped)
             continue
@@ -1260,11 +1376,17 @@ def _log_subfolder_counts(names: list[str]) -> None:
 
 
 def _read_prediction_npz(
-    path: Path, mode: str, size: tuple[int, int]
+    path: Path, mode: str, size: tuple[int, int], conversions: _Conversions
 ) -> tuple[np.ndarray, list[str]]:
     arrays, found = _load_npz(path, ("x",), _NPZ_PREDICTION)
     _require_npz_array("x", found, path, "store the images to predict as x")
     images = _images_from_array(arrays["x"], f"array 'x' in {path}")
+    height, width = images.shape[2:]
+    # As for files: colour channels that are all equal lose nothing as gray.
+    grayscale = images.shape[1] == 1 or (
+        mode == "L" and bool((images == images[:, :1]).all())
+    )
+    conversions.note(grayscale, (height, width), len(images))
     converted = _convert_array(images, mode, size)
     return converted, [f"row-{index}" for index in range(len(converted))]
 
