@@ -22,7 +22,6 @@ README_SETTINGS = [
     "--data", "fashion-mnist",
     "--max-train-samples", "6000",
     "--max-validation-samples", "2000",
-    "--max-test-samples", "5000",
     "--max-trials", "18",
     "--max-epochs", "5",
     "--grace-period", "2",
