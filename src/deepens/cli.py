@@ -714,7 +714,10 @@ def predict(
     ensemble: Annotated[Path, typer.Argument(help="A saved ensemble folder.")],
     inputs: Annotated[
         Path,
-        typer.Argument(help="An image file, a folder of images, or an .npz with x."),
+        typer.Argument(
+            help="An image file, a folder of images (subfolders included), or an "
+            ".npz with an array x."
+        ),
     ],
     output: Annotated[
         Path, typer.Option("--output", "-o", help="CSV file to write.")
