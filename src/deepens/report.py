@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from deepens.workflow import EnsembleRow, SelectionReport
 
@@ -109,6 +110,7 @@ def plot_pareto(report: SelectionReport, path: str | os.PathLike[str]) -> Path:
                 color=colour,
             )
 
+    _focus_on_ensembles(axes, report, singles, error_key)
     axes.set_xscale("log")
     # Plain numbers (0.5, 2, 3e+07) on the log axis, including its minor ticks.
     plain = FuncFormatter(lambda value, _: f"{value:.3g}")
@@ -123,13 +125,47 @@ def plot_pareto(report: SelectionReport, path: str | os.PathLike[str]) -> Path:
     )
     axes.grid(True, which="major", alpha=0.35)
     axes.legend(fontsize=8, loc="upper right")
-    figure.tight_layout()
+    figure.text(
+        0.01,
+        0.01,
+        "labels: B = the budget(s) that chose the ensemble, # = its members",
+        fontsize=7,
+        color="dimgray",
+    )
+    figure.tight_layout(rect=(0, 0.03, 1, 1))
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(target)
     plt.close(figure)
     return target
+
+
+def _focus_on_ensembles(
+    axes: Any, report: SelectionReport, singles: list[dict[str, Any]], error_key: str
+) -> None:
+    """Zoom the error axis onto the ensembles; count the models left above it.
+
+    Diverged or early-stopped models can sit at 50-90 % error and would squash
+    the interesting range, the ensembles', into the bottom of the plot.
+    """
+    errors = [100 * getattr(row, error_key) for row in report.rows]
+    if not errors:
+        return
+    top = min(100.0, 2.0 * max(errors) + 1.0)
+    bottom = max(0.0, min(errors) - 0.25 * (top - min(errors)))
+    axes.set_ylim(bottom, top)
+    above = sum(1 for m in singles if (m.get(error_key) or 0) * 100 > top)
+    if above:
+        axes.text(
+            0.01,
+            0.98,
+            f"{above} model(s) above {top:.0f} % not shown",
+            transform=axes.transAxes,
+            fontsize=7,
+            color="dimgray",
+            va="top",
+        )
 
 
 def _unit_label(cost_unit: str) -> str:
