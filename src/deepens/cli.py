@@ -315,8 +315,8 @@ class SearchDisplay:
     def __init__(self, max_trials: int) -> None:
         self.progress = Progress(
             TextColumn("[bold]search"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} trials"),
+            BarColumn(bar_width=16),
+            TextColumn("{task.completed}/{task.total}"),
             TextColumn("{task.fields[status]}"),
             TimeElapsedColumn(),
             console=console,
@@ -339,11 +339,12 @@ class SearchDisplay:
             self.counts["running"] -= 1
             self.counts[str(metrics.get("outcome", "failed"))] += 1
             self.progress.advance(self.task)
-        best = "-" if self.best is None else f"{self.best:.4f}"
+        best = "-" if self.best is None else f"{self.best:.3f}"
+        counts = self.counts
         status = (
-            f"running {self.counts['running']}  finished {self.counts['finished']}  "
-            f"stopped {self.counts['stopped']}  failed {self.counts['failed']}  "
-            f"best val loss {best}  library {len(self.models)}"
+            f"run {counts['running']} done {counts['finished']} "
+            f"stop {counts['stopped']} fail {counts['failed']} | "
+            f"best {best} | library {len(self.models)}"
         )
         self.progress.update(self.task, status=status)
 

@@ -145,10 +145,12 @@ def init_ray(settings: SearchSettings) -> None:
         _logger.info("connecting to the Ray cluster at %s", settings.ray_address)
         ray.init(address=settings.ray_address, logging_level=logging.WARNING)
         return
+    # Ray's start-up warnings (its token authentication notice, say) are not
+    # something a deepens user acts on; errors still show.
     ray.init(
         num_cpus=os.cpu_count(),
         include_dashboard=False,
-        logging_level=logging.WARNING,
+        logging_level=logging.ERROR,
         log_to_driver=False,
     )
 
