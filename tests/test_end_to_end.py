@@ -259,3 +259,31 @@ def test_predict_into_a_folder_is_refused(finished_run, tmp_path):
     )
 
     assert result.exit_code == 2 and "is a folder" in result.output
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["members"][0].update(weight="a"), "could not convert"),
+        (lambda d: d.update(members=[]), "lists no members"),
+        (lambda d: d.update(combiner="median"), "combiner 'median'"),
+        (lambda d: d.update(format=2), "format 2"),
+        (
+            lambda d: d["members"][0].update(model_id="../../etc/passwd"),
+            "not a plain file name",
+        ),
+    ],
+)
+def test_a_hand_edited_ensemble_json_is_refused(finished_run, tmp_path, edit, message):
+    copy = _copy_run(finished_run, tmp_path)
+    folder = sorted((copy / "ensembles").iterdir())[-1]
+    document = json.loads((folder / "ensemble.json").read_text())
+    edit(document)
+    (folder / "ensemble.json").write_text(json.dumps(document))
+
+    result = CliRunner().invoke(
+        app, ["predict", str(folder), str(folder), "-o", str(tmp_path / "p.csv")]
+    )
+
+    assert result.exit_code == 2, result.output
+    assert "ensemble.json is damaged" in result.output and message in result.output

@@ -150,3 +150,11 @@ def test_ensemble_folders_name_method_unit_and_plain_budget():
     assert ensemble_folder_name("greedy", 0.0573872, "seconds") == (
         "greedy-seconds-0.057387"
     )
+
+
+def test_an_unreachable_budget_is_reported_and_the_others_answered(library):
+    report = select(library, [0.01, 6.0], methods=["smobf"], pruning_fraction=1.0)
+
+    assert [row.budget for row in report.rows] == [6.0]
+    assert len(report.errors) == 1 and "budget 0.01" in report.errors[0]
+    assert "cheapest" in report.errors[0] and "seconds" in report.errors[0]

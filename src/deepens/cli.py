@@ -443,22 +443,21 @@ def _percent(value: float | None) -> str:
 
 
 def _print_report(report: Any) -> None:
+    from rich import box
+
     best = report.best_single
     table = Table(
-        title=f"Ensembles per budget ({report.cost_unit}); library of "
-        f"{report.library_size} models"
+        title=f"Ensembles per budget ({report.cost_unit}; errors in %), library of "
+        f"{report.library_size} models",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        pad_edge=False,
     )
-    for column in (
-        "budget",
-        "method",
-        "members",
-        "cost",
-        "val loss",
-        "val err %",
-        "test loss",
-        "test err %",
-    ):
-        table.add_column(column, justify="right" if column != "method" else "left")
+    columns = ("budget", "method", "n", "cost", "val loss", "val err", "test err")
+    for column in columns:
+        table.add_column(
+            column, justify="left" if column == "method" else "right", no_wrap=True
+        )
     for row in sorted(report.rows, key=lambda r: (r.budget, r.method)):
         table.add_row(
             f"{row.budget:.4g}",
@@ -467,7 +466,6 @@ def _print_report(report: Any) -> None:
             f"{row.cost:.4g}",
             f"{row.validation_loss:.4f}",
             _percent(row.validation_error),
-            "-" if row.test_loss is None else f"{row.test_loss:.4f}",
             _percent(row.test_error),
         )
     out.print(table)

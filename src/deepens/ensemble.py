@@ -11,8 +11,10 @@ can be shipped and used with ``deepens predict`` without the library::
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +38,36 @@ class Member:
     model_id: str
     config: dict[str, Any]
     weight: float
+
+
+# Member ids become file names under members/; nothing may lead outside it.
+_MODEL_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _member(record: Any) -> Member:
+    member = Member(
+        model_id=str(record["model_id"]),
+        config=dict(record["config"]),
+        weight=float(record["weight"]),
+    )
+    if not _MODEL_ID.match(member.model_id) or member.model_id.strip(".") == "":
+        raise ValueError(f"member id {member.model_id!r} is not a plain file name")
+    if not (member.weight >= 0 and math.isfinite(member.weight)):
+        raise ValueError(f"member '{member.model_id}' has weight {member.weight}")
+    return member
+
+
+def _check_document(
+    document: dict[str, Any], members: list[Member], combiner: str
+) -> None:
+    if document.get("format", 1) != 1:
+        raise ValueError(f"format {document.get('format')!r} is not 1")
+    if not members:
+        raise ValueError("it lists no members")
+    if combiner not in ("average", "vote"):
+        raise ValueError(f"combiner {combiner!r} is not 'average' or 'vote'")
+    if sum(m.weight for m in members) <= 0:
+        raise ValueError("the members' weights sum to zero")
 
 
 @dataclass
@@ -151,13 +183,15 @@ class Ensemble:
         except (OSError, json.JSONDecodeError) as error:
             raise LibraryError(f"{root}/ensemble.json is unreadable: {error}") from None
         try:
-            members = [Member(**m) for m in document["members"]]
+            members = [_member(m) for m in document["members"]]
             class_names = [str(name) for name in document["class_names"]]
             channels = int(document["channels"])
             image_size = (
                 int(document["image_size"][0]),
                 int(document["image_size"][1]),
             )
+            combiner = str(document.get("combiner", "average"))
+            _check_document(document, members, combiner)
         except (KeyError, TypeError, ValueError, IndexError) as error:
             raise LibraryError(
                 f"{root}/ensemble.json is damaged ({type(error).__name__}: {error}); "
@@ -168,7 +202,7 @@ class Ensemble:
             class_names=class_names,
             channels=channels,
             image_size=image_size,
-            combiner=document.get("combiner", "average"),
+            combiner=combiner,
             cost=document.get("cost"),
             cost_unit=document.get("cost_unit", "seconds"),
             info=document.get("info", {}),

@@ -21,7 +21,8 @@ import numpy as np
 from deepens.combiners import MAX_GRID_MEMBERS, best_grid_weights, combine
 from deepens.errors import BudgetError, LibraryError
 from deepens.library import COST_UNITS, Library, LibraryEntry
-from deepens.selection import SelectedEnsemble, select_ensembles
+from deepens.selection import SelectedEnsemble, prepare_library, select_from_library
+from deepens.selection.api import check_settings
 
 _logger = logging.getLogger(__name__)
 
@@ -200,41 +201,43 @@ def select(
     if budgets is None:
         budgets = default_budgets(costs, losses, pruning_fraction)
     validation = [entry.validation_probabilities() for entry in entries]
-    labels = library.validation_labels
-    names = [entry.model_id for entry in entries]
+    for method in methods:
+        check_settings(method, weights, metric, ensemble_size, list(budgets))
 
     rows: list[EnsembleRow] = []
-    for method in methods:
-        try:
-            result = select_ensembles(
-                validation,
-                labels,
-                costs,
-                list(budgets),
-                method=method,
-                weights=weights,
-                pruning_fraction=pruning_fraction,
-                metric=metric,
-                ensemble_size=ensemble_size,
-                model_names=names,
-                model_losses=losses,
-                num_classes=library.num_classes,
-                device=selection_device,
-                shards=shards,
-            )
-        except BudgetError as error:
-            # The engine is unit-agnostic; the user needs the unit to act on it.
-            raise BudgetError(f"{error} (costs in {cost_unit})") from None
-        for budget, chosen in result.ensembles.items():
-            rows.append(
-                _row(
-                    library,
-                    entries,
-                    _Choice(method, budget, chosen, combiner, metric),
-                    cost_unit,
-                    output,
-                )
-            )
+    errors: list[str] = []
+    with prepare_library(
+        validation,
+        library.validation_labels,
+        costs,
+        pruning_fraction=pruning_fraction,
+        model_names=[entry.model_id for entry in entries],
+        model_losses=losses,
+        num_classes=library.num_classes,
+        device=selection_device,
+        shards=shards,
+    ) as prepared:
+        for budget in budgets:
+            try:
+                prepared.check_budget(float(budget))
+            except BudgetError as error:
+                # One unreachable budget should not cost the user the others.
+                errors.append(f"{error} (costs in {cost_unit})")
+                _logger.warning("%s", errors[-1])
+                continue
+            for method in methods:
+                chosen = select_from_library(
+                    prepared,
+                    [float(budget)],
+                    method=method,
+                    weights=weights,
+                    metric=metric,
+                    ensemble_size=ensemble_size,
+                ).ensembles[float(budget)]
+                choice = _Choice(method, float(budget), chosen, combiner, metric)
+                rows.append(_row(library, entries, choice, cost_unit, output))
+    if not rows:
+        raise BudgetError(errors[0] if len(errors) == 1 else "; ".join(errors))
 
     return SelectionReport(
         cost_unit=cost_unit,
@@ -243,6 +246,7 @@ def select(
         best_single=_best_single(library, entries, cost_unit),
         library_size=len(entries),
         candidates=[_describe(e, cost_unit, library.test_labels) for e in entries],
+        errors=errors,
     )
 
 

@@ -54,7 +54,7 @@ class ShardedBackend:
     """Sums the partial statistics of one Ray actor per shard of samples.
 
     Uses the running Ray instance; when none is running, starts a local one
-    (``ray.init(include_dashboard=False)``), which stays up for later calls.
+    (quiet: only Ray's errors are logged), which stays up for later calls.
     """
 
     def __init__(self, data: ShardData, shards: int, device: str) -> None:
@@ -62,7 +62,11 @@ class ShardedBackend:
 
         if not ray.is_initialized():
             _logger.info("Starting a local Ray instance for sharded selection")
-            ray.init(include_dashboard=False)
+            ray.init(
+                include_dashboard=False,
+                logging_level=logging.ERROR,
+                log_to_driver=False,
+            )
         worker_class: Any = ray.remote(ShardWorker)
         self._ray = ray
         self._workers = [
