@@ -297,7 +297,7 @@ _LABELS = np.arange(12) % 2
             _IMAGES,
             _LABELS,
             SearchError,
-            "max_trials must be a whole number >= 1; got 0",
+            r"max_trials \(--max-trials\) must be a whole number >= 1; got 0",
         ),
     ],
 )

@@ -96,14 +96,20 @@ def test_more_cpus_per_trial_than_the_cluster_has_fails_before_any_trial(
 ):
     settings = SearchSettings(max_trials=1, max_epochs=1, cpus_per_trial=64)
 
-    with pytest.raises(SearchError, match="cpus_per_trial=64 but the Ray cluster has"):
+    with pytest.raises(
+        SearchError,
+        match=r"cpus_per_trial=64 \(--cpus-per-trial\) but the Ray cluster has",
+    ):
         run_search(digits, _space(), tmp_path / "lib", settings)
 
 
 def test_a_gpu_request_without_a_gpu_fails_before_any_trial(digits, tmp_path):
     settings = SearchSettings(max_trials=1, max_epochs=1, gpus_per_trial=1)
 
-    with pytest.raises(SearchError, match="gpus_per_trial=1 but the Ray cluster has 0"):
+    with pytest.raises(
+        SearchError,
+        match=r"gpus_per_trial=1 \(--gpus-per-trial\) but the Ray cluster has 0",
+    ):
         run_search(digits, _space(), tmp_path / "lib", settings)
     assert Library.open(tmp_path / "lib").entries() == []
 
@@ -119,7 +125,7 @@ def test_a_batch_size_above_the_training_set_fails_before_anything(digits, tmp_p
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"max_trials": 0}, "max_trials must be a whole number >= 1"),
+        ({"max_trials": 0}, r"max_trials \(--max-trials\) must be a whole number >= 1"),
         ({"grace_period": 5, "max_epochs": 2}, "grace_period"),
         ({"reduction_factor": 1}, "reduction_factor"),
         ({"optimizer": "gp"}, "optimizer 'gp' is unknown"),

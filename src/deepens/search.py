@@ -77,7 +77,11 @@ class SearchSettings:
     )
 
     def validate(self, dataset: ImageDataset | None = None) -> None:
-        """Check every setting before anything starts; raise SearchError naming it."""
+        """Check every setting before anything starts; raise SearchError naming it.
+
+        Messages name the setting as Python spells it and, in brackets, the
+        command-line option that sets it.
+        """
         from deepens.optimizers import OPTIMIZERS
 
         if self.optimizer not in OPTIMIZERS:
@@ -85,37 +89,54 @@ class SearchSettings:
                 f"optimizer {self.optimizer!r} is unknown; choose one of "
                 f"{', '.join(OPTIMIZERS)}"
             )
-        positive_ints = {
-            "max_trials": self.max_trials,
-            "max_epochs": self.max_epochs,
-            "grace_period": self.grace_period,
-        }
-        for name, value in positive_ints.items():
+        for name in ("max_trials", "max_epochs", "grace_period"):
+            value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise SearchError(f"{name} must be a whole number >= 1; got {value!r}")
+                raise SearchError(
+                    f"{_named(name)} must be a whole number >= 1; got {value!r}"
+                )
         if self.grace_period > self.max_epochs:
             raise SearchError(
-                f"grace_period ({self.grace_period}) must not exceed max_epochs "
-                f"({self.max_epochs})"
+                f"{_named('grace_period')} ({self.grace_period}) must not exceed "
+                f"{_named('max_epochs')} ({self.max_epochs})"
             )
-        if self.reduction_factor < 2:
-            raise SearchError(
-                f"reduction_factor must be >= 2; got {self.reduction_factor}"
-            )
-        if self.time_budget_s is not None and self.time_budget_s <= 0:
-            raise SearchError(
-                f"time_budget_s must be positive; got {self.time_budget_s}"
-            )
-        if self.cpus_per_trial <= 0:
-            raise SearchError(
-                f"cpus_per_trial must be positive; got {self.cpus_per_trial}"
-            )
-        if self.gpus_per_trial < 0:
-            raise SearchError(f"gpus_per_trial must be >= 0; got {self.gpus_per_trial}")
-        if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
-            raise SearchError(
-                f"max_concurrent_trials must be >= 1; got {self.max_concurrent_trials}"
-            )
+        limits = [
+            (
+                "reduction_factor",
+                self.reduction_factor,
+                self.reduction_factor < 2,
+                ">= 2",
+            ),
+            (
+                "time_budget_s",
+                self.time_budget_s,
+                (self.time_budget_s or 1) <= 0,
+                "> 0",
+            ),
+            ("cpus_per_trial", self.cpus_per_trial, self.cpus_per_trial <= 0, "> 0"),
+            ("gpus_per_trial", self.gpus_per_trial, self.gpus_per_trial < 0, ">= 0"),
+            (
+                "max_concurrent_trials",
+                self.max_concurrent_trials,
+                (self.max_concurrent_trials or 1) < 1,
+                ">= 1",
+            ),
+        ]
+        for name, value, invalid, rule in limits:
+            if invalid:
+                raise SearchError(f"{_named(name)} must be {rule}; got {value}")
+
+
+_OPTIONS = {
+    "time_budget_s": "--time-budget",
+    "max_concurrent_trials": "--max-concurrent",
+}
+
+
+def _named(setting: str) -> str:
+    """A setting's name with the CLI option that sets it, for error messages."""
+    option = _OPTIONS.get(setting, "--" + setting.replace("_", "-"))
+    return f"{setting} ({option})"
 
 
 @dataclass
@@ -166,14 +187,14 @@ def check_resources(settings: SearchSettings) -> None:
     cpus = resources.get("CPU", 0)
     if settings.cpus_per_trial > cpus:
         raise SearchError(
-            f"cpus_per_trial={settings.cpus_per_trial:g} but the Ray cluster has "
-            f"{cpus:g} CPU(s); lower --cpus-per-trial to at most {cpus:g}"
+            f"cpus_per_trial={settings.cpus_per_trial:g} (--cpus-per-trial) but the "
+            f"Ray cluster has {cpus:g} CPU(s); lower it to at most {cpus:g}"
         )
     gpus = resources.get("GPU", 0)
     if settings.gpus_per_trial > gpus:
         raise SearchError(
-            f"gpus_per_trial={settings.gpus_per_trial:g} but the Ray cluster has "
-            f"{gpus:g} GPU(s); use --gpus-per-trial 0 on this machine"
+            f"gpus_per_trial={settings.gpus_per_trial:g} (--gpus-per-trial) but the "
+            f"Ray cluster has {gpus:g} GPU(s); use --gpus-per-trial 0 on this machine"
         )
 
 
