@@ -313,3 +313,11 @@ def test_a_class_with_one_image_is_named(no_training):
 
     with pytest.raises(DataError, match="class '2' has 1 image"):
         EnsembleClassifier().fit(_IMAGES, labels)
+
+
+def test_fixable_input_mistakes_arrive_as_python_warnings(fitted, digits):
+    _, _, images, _ = digits
+
+    # Pixels scaled 0..16 (scikit-learn's digits as loaded) instead of 0..1.
+    with pytest.warns(UserWarning, match="uint8"):
+        fitted.predict(images * 16)

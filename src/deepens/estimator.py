@@ -12,6 +12,7 @@ importing this module stays cheap.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import numbers
@@ -19,10 +20,12 @@ import os
 import secrets
 import shutil
 import tempfile
+import warnings
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -60,6 +63,38 @@ class _Selection:
     report: SelectionReport
     ensemble: Ensemble
     ensemble_path: Path
+
+
+class _WarningBridge(logging.Handler):
+    """Re-issues deepens' logged warnings as Python warnings."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        warnings.warn(record.getMessage(), UserWarning, stacklevel=2)
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _warns_in_python(method: _Method) -> _Method:
+    """Show deepens' warnings the way scikit-learn users expect them.
+
+    The library logs fixable mistakes (resized inputs, float pixel ranges,
+    pruning that keeps few models); a script that never configured logging would
+    not see them, so while an estimator method runs they also become
+    ``UserWarning``s (filter them with :mod:`warnings` as usual).
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bridge = _WarningBridge(level=logging.WARNING)
+        package = logging.getLogger("deepens")
+        package.addHandler(bridge)
+        try:
+            return method(*args, **kwargs)
+        finally:
+            package.removeHandler(bridge)
+
+    return wrapper  # type: ignore[return-value]
 
 
 class EnsembleClassifier(ClassifierMixin, BaseEstimator):
@@ -214,6 +249,7 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     # ------------------------------------------------------------ fitting
+    @_warns_in_python
     def fit(self, X: Any, y: Any) -> Self:
         """Search a library on ``X, y`` and load the ensemble for ``budget``.
 
@@ -266,6 +302,7 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         self._apply(selection)
         return self
 
+    @_warns_in_python
     def select_budget(self, budget: float | None) -> Self:
         """Re-select the ensemble for ``budget`` from the fitted library.
 
@@ -301,6 +338,7 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     # --------------------------------------------------------- predicting
+    @_warns_in_python
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities of the ensemble.
 

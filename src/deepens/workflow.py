@@ -223,7 +223,6 @@ def select(
             except BudgetError as error:
                 # One unreachable budget should not cost the user the others.
                 errors.append(f"{error} (costs in {cost_unit})")
-                _logger.warning("%s", errors[-1])
                 continue
             for method in methods:
                 chosen = select_from_library(
@@ -238,6 +237,8 @@ def select(
                 rows.append(_row(library, entries, choice, cost_unit, output))
     if not rows:
         raise BudgetError(errors[0] if len(errors) == 1 else "; ".join(errors))
+    for message in errors:
+        _logger.warning("budget not answered: %s", message)
 
     return SelectionReport(
         cost_unit=cost_unit,
