@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ray.tune import Callback
 
 from deepens.data import ImageDataset
 from deepens.errors import SearchError
@@ -334,13 +335,7 @@ def _close_interrupted_entries(library: Library) -> None:
         library.write(entry.model_id, config=entry.config, status="stopped")
 
 
-def _make_tracker_base() -> type:
-    from ray import tune
-
-    return tune.Callback
-
-
-class _TrialTracker(_make_tracker_base()):  # type: ignore[misc]
+class _TrialTracker(Callback):  # type: ignore[misc]
     """Counts trial outcomes and forwards events to a listener."""
 
     def __init__(self, summary: SearchSummary, listener: SearchListener | None) -> None:
