@@ -344,7 +344,7 @@ class Library:
             files["validation"] = _save_array(
                 folder, "validation", validation_probabilities
             )
-            loss, error = _loss_and_error(
+            loss, error = loss_and_error(
                 validation_probabilities, self.validation_labels
             )
             record.update(validation_loss=loss, validation_error=error)
@@ -384,10 +384,14 @@ class Library:
         return removed
 
 
-def _loss_and_error(
+def loss_and_error(
     probabilities: np.ndarray, labels: np.ndarray
 ) -> tuple[float, float]:
-    """Cross-entropy and error rate of one model's class probabilities."""
+    """Cross-entropy and error rate of class probabilities ``(N, C)``.
+
+    The true-class probability is clipped at 1e-7 before the log; predictions
+    that are not all finite score an infinite loss and an error rate of 1.
+    """
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if not np.isfinite(probabilities).all():
         return math.inf, 1.0

@@ -77,7 +77,7 @@ class SearchSettings:
         default_factory=lambda: os.environ.get("RAY_ADDRESS")
     )
 
-    def validate(self, dataset: ImageDataset | None = None) -> None:
+    def validate(self) -> None:
         """Check every setting before anything starts; raise SearchError naming it.
 
         Messages name the setting as Python spells it and, in brackets, the
@@ -227,11 +227,10 @@ def run_search(
 
     from deepens.optimizers import make_optimizer_setup
 
-    settings.validate(dataset)
-    batch_low = min(
-        int(p.low if p.low is not None else min(p.choices))
-        for name, p in space.parameters.items()
-        if name == "batch_size"
+    settings.validate()
+    batch_size = space.parameters["batch_size"]
+    batch_low = int(
+        batch_size.low if batch_size.low is not None else min(batch_size.choices)
     )
     if batch_low > len(dataset.train_images):
         raise SearchError(

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from deepens.augment import Augmentation
+from deepens.library import loss_and_error
 
 _logger = logging.getLogger(__name__)
 
@@ -140,7 +141,4 @@ def predict_probabilities(
 
 def cross_entropy(probabilities: np.ndarray, labels: np.ndarray) -> float:
     """Mean negative log-probability of the true class (inf if any is not finite)."""
-    if not np.isfinite(probabilities).all():
-        return math.inf
-    true_class = probabilities[np.arange(len(labels)), labels].astype(np.float64)
-    return float(-np.log(np.clip(true_class, 1e-7, 1.0)).mean())
+    return loss_and_error(probabilities, labels)[0]

@@ -20,7 +20,7 @@ import numpy as np
 
 from deepens.combiners import MAX_GRID_MEMBERS, best_grid_weights, combine
 from deepens.errors import BudgetError, LibraryError
-from deepens.library import COST_UNITS, Library, LibraryEntry
+from deepens.library import COST_UNITS, Library, LibraryEntry, loss_and_error
 from deepens.selection import SelectedEnsemble, prepare_library, select_from_library
 from deepens.selection.api import check_settings
 
@@ -133,14 +133,6 @@ def default_budgets(
     return [float(b) for b in np.geomspace(low, high, count)]
 
 
-def _score(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    rows = np.arange(len(labels))
-    true_class = np.clip(probabilities[rows, labels], 1e-7, 1.0)
-    return float(-np.log(true_class).mean()), float(
-        (probabilities.argmax(1) != labels).mean()
-    )
-
-
 def select(
     library: Library,
     budgets: Sequence[float] | None = None,
@@ -240,13 +232,14 @@ def select(
     for message in errors:
         _logger.warning("budget not answered: %s", message)
 
+    candidates = [_describe(e, cost_unit, library.test_labels) for e in entries]
     return SelectionReport(
         cost_unit=cost_unit,
         budgets=[float(b) for b in budgets],
         rows=rows,
-        best_single=_best_single(library, entries, cost_unit),
+        best_single=_best_single(candidates),
         library_size=len(entries),
-        candidates=[_describe(e, cost_unit, library.test_labels) for e in entries],
+        candidates=candidates,
         errors=errors,
     )
 
@@ -304,7 +297,7 @@ def _combined_scores(
             )
             return None, None
     combined = combine(arrays, weights=weights, rule=rule)
-    return _score(combined, labels)
+    return loss_and_error(combined, labels)
 
 
 def _row(
@@ -406,7 +399,7 @@ def _describe(
     test = entry.test_probabilities()
     test_loss = test_error = None
     if test is not None and test_labels is not None:
-        test_loss, test_error = _score(np.asarray(test, dtype=np.float32), test_labels)
+        test_loss, test_error = loss_and_error(test, test_labels)
     return {
         "model_id": entry.model_id,
         "status": entry.status,
@@ -421,9 +414,9 @@ def _describe(
     }
 
 
-def _best_single(
-    library: Library, entries: list[LibraryEntry], cost_unit: str
-) -> dict[str, Any]:
-    """The model with the lowest validation loss, scored on the test split."""
-    best = min(entries, key=lambda e: (e.validation_loss or math.inf, e.model_id))
-    return _describe(best, cost_unit, library.test_labels)
+def _best_single(candidates: list[dict[str, Any]]) -> dict[str, Any]:
+    """The model with the lowest validation loss (ties: the smallest id)."""
+    return min(
+        candidates,
+        key=lambda m: (m["validation_loss"] or math.inf, m["model_id"]),
+    )
