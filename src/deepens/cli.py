@@ -109,7 +109,10 @@ Space = Annotated[
 Optimizer = Annotated[
     str,
     typer.Option(
-        help="Hyperparameter optimiser: asha (default) or random.",
+        help=(
+            "Hyperparameter optimiser: asha (default), random, hyperband, bohb, "
+            "tpe, gp, ga or smac. 'deepens optimizers' describes each."
+        ),
         rich_help_panel="Search",
     ),
 ]

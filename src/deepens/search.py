@@ -270,6 +270,7 @@ def run_search(
         threads=max(1, int(settings.cpus_per_trial)),
         seed=settings.seed,
         mixed_precision=settings.mixed_precision,
+        checkpoints=setup.checkpoints,
     )
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, dataset=dataset, job=job),
@@ -287,7 +288,9 @@ def run_search(
             scheduler=setup.scheduler,
             num_samples=settings.max_trials,
             time_budget_s=settings.time_budget_s,
-            max_concurrent_trials=settings.max_concurrent_trials,
+            max_concurrent_trials=(
+                None if setup.checkpoints else settings.max_concurrent_trials
+            ),
         ),
         run_config=tune.RunConfig(
             name="search",
@@ -295,6 +298,9 @@ def run_search(
             verbose=0,
             callbacks=[tracker],
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            # Only schedulers that pause trials need their checkpoints; the
+            # library keeps every epoch's model anyway.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
     with _quiet_ray_tune():

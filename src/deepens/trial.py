@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import random
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ class TrialJob:
     threads: int = 1
     seed: int = 0
     mixed_precision: bool = False
+    checkpoints: bool = False
 
 
 def model_id_for(config: Mapping[str, Any], seed: int) -> str:
@@ -148,7 +150,21 @@ def _train(
     validation_labels = dataset.validation_labels.numpy()
 
     curve: list[float] = []
-    for epoch in range(1, job.max_epochs + 1):
+    continued: dict[str, int] = {}
+    checkpoint = tune.get_checkpoint() if job.checkpoints else None
+    if checkpoint is not None:
+        # A scheduler paused this trial (Hyperband); continue where it stopped.
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / _CHECKPOINT_FILE, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        curve = list(state["curve"])
+        continued["continued_after_epoch"] = len(curve)
+        _logger.debug("model %s continues after epoch %d", model_id, len(curve))
+
+    for epoch in range(len(curve) + 1, job.max_epochs + 1):
         started = time.perf_counter()
         train_loss = train_epoch(
             model,
@@ -185,9 +201,26 @@ def _train(
                 "train_loss": train_loss,
                 "epoch_seconds": time.perf_counter() - started,
                 "source": "search",
+                **continued,
             },
         )
-        tune.report({METRIC: loss, "epoch": epoch, "model_id": model_id})
+        metrics = {METRIC: loss, "epoch": epoch, "model_id": model_id}
+        if not job.checkpoints:
+            tune.report(metrics)
+            continue
+        with tempfile.TemporaryDirectory() as folder:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "generator": generator.get_state(),
+                "curve": curve,
+            }
+            torch.save(state, Path(folder) / _CHECKPOINT_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+_CHECKPOINT_FILE = "trial.pt"
 
 
 def trial_library_path(path: str | Path) -> str:

@@ -1,0 +1,259 @@
+"""Every optimiser: the space translated into its terms, and a short real search."""
+
+import math
+import pickle
+from collections import Counter
+
+import numpy as np
+import optuna
+import pytest
+
+from deepens.data import load_dataset
+from deepens.errors import SearchError
+from deepens.library import Library
+from deepens.optimizers import (
+    OPTIMIZERS,
+    OptimizerInfo,
+    check_space,
+    make_optimizer_setup,
+)
+from deepens.optimizers.optuna_samplers import population_size
+from deepens.optimizers.smac_searcher import SMACSearch
+from deepens.optimizers.translate import (
+    OptunaDefineByRun,
+    constant_values,
+    plain_config,
+    to_configspace,
+)
+from deepens.search import SearchSettings, run_search
+from deepens.space import SearchSpace
+from deepens.trial import model_id_for
+from deepens.workflow import select
+
+PAPER_NAMES = {"random", "asha", "hyperband", "bohb", "tpe", "gp", "ga", "smac"}
+
+
+def _space(**parameters):
+    document = SearchSpace.load("small").to_dict()
+    tiny = dict(
+        stem_filters=4,
+        filter_multiplier=4,
+        blocks_stage1=1,
+        blocks_stage2=0,
+        blocks_stage3=0,
+        blocks_stage4=0,
+    )
+    document["parameters"].update({**tiny, **parameters})
+    return SearchSpace.from_dict(document)
+
+
+def _check_condition(config):
+    """cardinality exists exactly when the block type is ResNeXt's."""
+    assert ("cardinality" in config) == (config["block_type"] == "next"), config
+
+
+# ------------------------------------------------------------ translation
+def test_the_eight_optimisers_of_the_paper_are_offered():
+    assert set(OPTIMIZERS) == PAPER_NAMES
+
+
+def test_an_unknown_optimiser_is_refused_with_the_known_names():
+    settings = SearchSettings(optimizer="hyprband")
+    with pytest.raises(SearchError, match="'hyprband' is unknown.*hyperband"):
+        make_optimizer_setup(_space(), settings)
+    with pytest.raises(SearchError, match="'hyprband' is unknown"):
+        settings.validate()
+
+
+def test_configspace_keeps_log_scales_integers_and_the_condition():
+    space = SearchSpace.load("paper")
+    configspace = to_configspace(space, seed=0)
+
+    learning_rate = configspace["learning_rate"]
+    assert learning_rate.log and learning_rate.lower == pytest.approx(0.001)
+    assert type(configspace["batch_size"]).__name__.startswith("Uniform" + "Integer")
+    conditions = configspace.conditions
+    assert [c.child.name for c in conditions] == ["cardinality"]
+    assert conditions[0].parent.name == "block_type"
+    for sample in configspace.sample_configuration(200):
+        config = plain_config(space, dict(sample))
+        _check_condition(config)
+        assert isinstance(config["batch_size"], int)
+        assert isinstance(config["block_type"], str)
+        assert 0.001 <= config["learning_rate"] <= 0.01
+
+
+def test_a_condition_with_several_values_or_parents_reaches_configspace():
+    space = _space(
+        batch_size={"type": "categorical", "choices": [32, 64]},
+        cardinality={
+            "type": "int",
+            "low": 2,
+            "high": 4,
+            "condition": {"block_type": ["v2", "next"], "batch_size": [32]},
+        },
+    )
+    configspace = to_configspace(space, seed=0)
+    for sample in configspace.sample_configuration(300):
+        config = plain_config(space, dict(sample))
+        active = config["block_type"] in ("v2", "next") and config["batch_size"] == 32
+        assert ("cardinality" in config) == active
+
+
+def test_optuna_suggests_a_conditional_parameter_only_when_it_applies():
+    space = SearchSpace.load("paper")
+    define_by_run = pickle.loads(pickle.dumps(OptunaDefineByRun(space)))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = Counter()
+    for _ in range(40):
+        trial = study.ask()
+        define_by_run(trial)
+        config = {**constant_values(space), **trial.params}
+        _check_condition(config)
+        assert trial.distributions["learning_rate"].log
+        assert isinstance(trial.params["blocks_stage1"], int)
+        seen[config["block_type"]] += 1
+        study.tell(trial, 1.0)
+    assert set(seen) == {"v1", "v2", "next"}
+
+
+def test_fixed_and_single_value_ranges_reach_trials_as_constants():
+    space = _space(rotation={"type": "float", "low": 5.0, "high": 5.0})
+    constants = constant_values(space)
+    assert constants["rotation"] == 5.0 and constants["stem_filters"] == 4
+    assert "rotation" not in to_configspace(space, seed=0)
+
+
+def test_plain_config_turns_numpy_values_into_the_space_types():
+    space = _space(batch_size={"type": "categorical", "choices": [32, 64]})
+    config = plain_config(
+        space,
+        {
+            "batch_size": np.int64(64),
+            "block_type": np.str_("v2"),
+            "zoom": np.float64(0.1),
+        },
+    )
+    assert config == {"batch_size": 64, "block_type": "v2", "zoom": 0.1}
+    assert type(config["batch_size"]) is int and type(config["block_type"]) is str
+    # The same network gets the same model id whatever types proposed it.
+    assert model_id_for(config, 0) == model_id_for(
+        {"batch_size": 64, "block_type": "v2", "zoom": 0.1}, 0
+    )
+
+
+def test_an_optimiser_without_conditions_names_the_conditional_parameter():
+    flat = OptimizerInfo(
+        "flat", "no conditions", "none", setup=None, supports_conditions=False
+    )
+    with pytest.raises(SearchError, match="cannot express conditions.*'cardinality'"):
+        check_space(flat, _space())
+    # A space without conditions passes.
+    document = _space().to_dict()
+    del document["parameters"]["cardinality"]
+    check_space(flat, SearchSpace.from_dict(document))
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_NAMES))
+def test_every_searcher_survives_pickling_as_ray_tune_checkpoints_it(name):
+    settings = SearchSettings(optimizer=name, max_trials=8, max_epochs=2)
+    setup = make_optimizer_setup(_space(), settings)
+    copy = pickle.loads(pickle.dumps(setup.searcher))
+    assert type(copy) is type(setup.searcher)
+    assert setup.checkpoints == (name in ("hyperband", "bohb"))
+
+
+def test_the_ga_population_grows_with_the_search():
+    assert population_size(8) == 4
+    assert population_size(100) == 25
+    assert population_size(10_000) == 50
+
+
+def test_smac_learns_from_results_and_keeps_them_across_pickling():
+    space = _space()
+    searcher = SMACSearch(space, seed=0, max_trials=12)
+    proposals = {f"t{i}": searcher.suggest(f"t{i}") for i in range(4)}
+    for config in proposals.values():
+        _check_condition(config)
+    for index, trial_id in enumerate(proposals):
+        result = None if index == 3 else {"validation_loss": 1.0 + index}
+        searcher.on_trial_complete(trial_id, result, error=index == 3)
+
+    restored = pickle.loads(pickle.dumps(searcher))
+
+    assert restored.observations == searcher.observations
+    assert [loss for _, loss in restored.observations] == [1.0, 2.0, 3.0, None]
+    following = restored.suggest("t4")
+    _check_condition(following)
+    assert following not in list(proposals.values())
+    assert restored._facade().runhistory.finished == 4
+
+
+# ---------------------------------------------------------- short searches
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset(
+        "digits",
+        max_train_samples=160,
+        max_validation_samples=90,
+        max_test_samples=90,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(PAPER_NAMES))
+def test_each_optimiser_fills_a_library_that_selection_can_use(name, digits, tmp_path):
+    space = _space(block_type={"type": "categorical", "choices": ["v1", "next"]})
+    settings = SearchSettings(
+        optimizer=name,
+        max_trials=4,
+        max_epochs=2,
+        grace_period=1,
+        reduction_factor=2,
+        max_concurrent_trials=2,
+        seed=5,
+    )
+
+    summary = run_search(digits, space, tmp_path / "lib", settings)
+
+    library = Library.open(tmp_path / "lib")
+    entries = library.entries()
+    usable = [e for e in entries if e.status in ("finished", "stopped")]
+    assert summary.trials_started == 4 and summary.trials_failed == 0
+    assert len(usable) == len(entries) >= 3
+    assert summary.library_size == len(usable)
+    keys = [model_id_for(e.config, e.info["seed"]) for e in entries]
+    assert sorted(keys) == sorted(e.model_id for e in entries)
+    for entry in entries:
+        _check_condition(entry.config)
+        assert entry.config == space.canonical(entry.config)
+        assert 1 <= entry.epochs <= 2
+        assert all(math.isfinite(loss) for loss in entry.learning_curve)
+    largest = sum(e.flops for e in usable)
+    report = select(library, [largest], cost_unit="flops", methods=["smobf"])
+    assert report.rows and report.rows[0].cost <= largest
+
+
+@pytest.mark.slow
+def test_hyperband_continues_paused_trials_from_their_checkpoint(digits, tmp_path):
+    settings = SearchSettings(
+        optimizer="hyperband",
+        max_trials=6,
+        max_epochs=4,
+        reduction_factor=2,
+        max_concurrent_trials=2,
+        seed=2,
+    )
+
+    run_search(digits, _space(), tmp_path / "lib", settings)
+
+    entries = Library.open(tmp_path / "lib").entries()
+    continued = [e for e in entries if e.info.get("continued_after_epoch")]
+    assert continued, "no paused trial was resumed from its checkpoint"
+    for entry in continued:
+        # Training went on: the curve is whole, not restarted at epoch 1.
+        assert (
+            entry.epochs
+            == len(entry.learning_curve)
+            > entry.info["continued_after_epoch"]
+        )
