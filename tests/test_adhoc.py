@@ -1,7 +1,10 @@
 """Ad-hoc ensembles: the ensemble space, and short searches on digits."""
 
+import json
+
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from deepens.adhoc import (
     ensemble_space,
@@ -10,14 +13,19 @@ from deepens.adhoc import (
     member_configs,
     weighted_scores,
 )
+from deepens.cli import app
 from deepens.combiners import best_grid_weights, combine
 from deepens.data import load_dataset
-from deepens.errors import SearchError
-from deepens.library import Library, loss_and_error
+from deepens.ensemble import Ensemble
+from deepens.errors import LibraryError, SearchError
+from deepens.library import AdHocGroup, Library, loss_and_error
 from deepens.optimizers import tune_param_space
+from deepens.report import plot_pareto, write_json
 from deepens.search import SearchSettings, run_search
+from deepens.selection import SelectionError
 from deepens.space import SearchSpace
 from deepens.trial import model_id_for
+from deepens.workflow import select
 
 
 def _space(**parameters):
@@ -282,3 +290,183 @@ def test_weighted_scores_match_the_grid_weighted_combination(tmp_path):
     assert (loss, error) == pytest.approx(
         loss_and_error(combine(stored, expected), labels)
     )
+
+
+# ----------------------------------------------------------- selection
+def _noisy(labels, accuracy, rng, classes=3):
+    right = rng.random(len(labels)) < accuracy
+    chosen = np.where(right, labels, (labels + 1) % classes)
+    probabilities = np.full((len(labels), classes), 0.1)
+    probabilities[np.arange(len(labels)), chosen] = 0.8
+    return probabilities
+
+
+@pytest.fixture
+def adhoc_library(tmp_path):
+    """Six measured models; ad-hoc ensembles of the two best and the two cheapest."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    validation, test = rng.integers(0, 3, 300), rng.integers(0, 3, 300)
+    library = Library.create(
+        tmp_path / "lib",
+        class_names=["a", "b", "c"],
+        validation_labels=validation,
+        test_labels=test,
+        channels=1,
+        image_size=(8, 8),
+    )
+    costs = [3.0, 2.0, 0.5, 0.4, 0.2, 0.1]
+    for index, (accuracy, cost) in enumerate(
+        zip([0.9, 0.85, 0.7, 0.65, 0.6, 0.5], costs, strict=True)
+    ):
+        library.write(
+            f"m{index}",
+            config={},
+            status="finished",
+            state_dict={"weight": torch.zeros(1)},
+            validation_probabilities=_noisy(validation, accuracy, rng),
+            test_probabilities=_noisy(test, accuracy, rng),
+            cost_seconds=cost,
+        )
+    for kind, members in [
+        ("homogeneous", ["m0", "m1"]),
+        ("heterogeneous", ["m2", "m3"]),
+    ]:
+        entries = [library.get(model_id) for model_id in members]
+        weights, loss, error = weighted_scores(library, entries)
+        library.write_group(
+            AdHocGroup(
+                group_id=group_id_for(kind, members),
+                kind=kind,
+                members=members,
+                weights=weights,
+                status="finished",
+                validation_loss=loss,
+                validation_error=error,
+                learning_curve=[loss],
+            )
+        )
+    return library
+
+
+def test_adhoc_selection_picks_the_best_ensemble_that_fits_each_budget(
+    adhoc_library, tmp_path
+):
+    report = select(
+        adhoc_library,
+        [6.0, 1.0, 0.5],
+        methods=["smobf", "adhoc"],
+        pruning_fraction=1.0,
+        output=tmp_path / "run",
+    )
+
+    adhoc = {row.budget: row for row in report.rows if row.method == "adhoc"}
+    assert adhoc[6.0].members == ["m0", "m1"] and adhoc[6.0].cost == 5.0
+    assert adhoc[1.0].members == ["m2", "m3"] and adhoc[1.0].cost == pytest.approx(0.9)
+    assert adhoc[1.0].ad_hoc == {
+        "group": group_id_for("heterogeneous", ["m2", "m3"]),
+        "kind": "heterogeneous",
+    }
+    # Nothing fits 0.5 (the cheapest ad-hoc ensemble costs 0.9); SMOBF still does.
+    assert 0.5 not in adhoc
+    assert [r.method for r in report.rows if r.budget == 0.5] == ["smobf"]
+    assert any("no ad-hoc ensemble fits budget 0.5" in e for e in report.errors)
+
+    row = adhoc[6.0]
+    group = adhoc_library.get_group(row.ad_hoc["group"])
+    members = [adhoc_library.get(m) for m in row.members]
+    assert row.combiner == "weighted" and row.weights == pytest.approx(group.weights)
+    assert row.validation_loss == pytest.approx(group.validation_loss, rel=1e-6)
+    test = [m.test_probabilities() for m in members]
+    expected = loss_and_error(combine(test, group.weights), adhoc_library.test_labels)
+    assert (row.test_loss, row.test_error) == pytest.approx(expected)
+
+    saved = Ensemble.load(row.saved_to)
+    assert [m.model_id for m in saved.members] == ["m0", "m1"]
+    assert [m.weight for m in saved.members] == pytest.approx(group.weights)
+    assert saved.info["ad_hoc"]["kind"] == "homogeneous"
+    assert saved.cost == 5.0
+    document = json.loads(write_json(report, tmp_path / "results.json").read_text())
+    assert {e["method"] for e in document["ensembles"]} == {"smobf", "adhoc"}
+    assert plot_pareto(report, tmp_path / "pareto.png").stat().st_size > 0
+
+
+def test_adhoc_selection_alone_answers_budgets_below_the_pruned_models(adhoc_library):
+    # Pruning keeps m0 only (cost 3): post-hoc methods could not answer 1.0.
+    report = select(adhoc_library, [1.0], methods=["adhoc"], pruning_fraction=0.1)
+
+    assert [(row.method, row.members) for row in report.rows] == [
+        ("adhoc", ["m2", "m3"])
+    ]
+
+
+def test_adhoc_selection_without_ad_hoc_ensembles_says_how_to_build_them(tmp_path):
+    library = Library.create(
+        tmp_path / "lib", class_names="ab", validation_labels=[0, 1], test_labels=None
+    )
+    library.write(
+        "m0",
+        config={},
+        status="finished",
+        validation_probabilities=np.array([[0.9, 0.1], [0.2, 0.8]]),
+        cost_seconds=1.0,
+    )
+
+    with pytest.raises(LibraryError, match="deepens search --ad-hoc homogeneous"):
+        select(library, [2.0], methods=["adhoc"])
+    with pytest.raises(SelectionError, match="one of .*'single', 'adhoc'; received"):
+        select(library, [2.0], methods=["ad-hoc"])
+
+
+def test_the_cli_rejects_an_unknown_kind_before_loading_data(tmp_path):
+    result = CliRunner().invoke(
+        app, ["search", "--output", str(tmp_path), "--ad-hoc", "mixed"]
+    )
+
+    assert result.exit_code == 2
+    assert "--ad-hoc" in result.output and "'homogeneous', 'heterogeneous'" in (
+        result.output
+    )
+    assert not (tmp_path / "library").exists()
+
+
+@pytest.mark.slow
+def test_run_with_ad_hoc_ensembles_reports_and_saves_them(tmp_path):
+    arguments = [
+        "run",
+        "--output",
+        str(tmp_path),
+        "--ad-hoc",
+        "heterogeneous",
+        "--ad-hoc-members",
+        "2",
+        "--max-trials",
+        "2",
+        "--max-epochs",
+        "1",
+        "--max-concurrent",
+        "2",
+        "--max-train-samples",
+        "200",
+        "--max-validation-samples",
+        "100",
+        "--max-test-samples",
+        "100",
+        "--cost-unit",
+        "flops",
+        "--pruning-fraction",
+        "1",
+        "--device",
+        "cpu",
+    ]
+
+    result = CliRunner().invoke(app, arguments)
+
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "results.json").read_text())
+    rows = [e for e in document["ensembles"] if e["method"] == "adhoc"]
+    assert rows and all(row["cost"] <= row["budget"] for row in rows)
+    assert all(row["ad_hoc"]["kind"] == "heterogeneous" for row in rows)
+    assert all(Ensemble.load(row["saved_to"]).members for row in rows)
+    assert "adhoc" in result.output

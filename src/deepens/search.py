@@ -286,7 +286,9 @@ def run_search(
         seed=settings.seed,
         mixed_precision=settings.mixed_precision,
     )
-    searched, trial_function, trial_job = space, train_trial, job
+    searched: SearchSpace = space
+    trial_function: Callable[..., None] = train_trial
+    trial_job: Any = job
     if settings.ad_hoc is not None:
         searched, trial_function, trial_job = adhoc_trial_setup(space, settings, job)
     setup = make_optimizer_setup(searched, replace(settings, seed=search_seed))
