@@ -117,7 +117,30 @@ Optimizer = Annotated[
     ),
 ]
 MaxTrials = Annotated[
-    int, typer.Option(help="Trials to start at most.", rich_help_panel="Search")
+    int,
+    typer.Option(
+        help="Trials to start at most (with --ad-hoc, ensembles).",
+        rich_help_panel="Search",
+    ),
+]
+AdHoc = Annotated[
+    str | None,
+    typer.Option(
+        "--ad-hoc",
+        help="Search whole ensembles, one per trial, instead of single networks: "
+        "homogeneous (one configuration trained with a seed per member) or "
+        "heterogeneous (a configuration per member). Members join the library; "
+        "selection method adhoc picks the best ensemble per budget.",
+        rich_help_panel="Search",
+    ),
+]
+AdHocMembers = Annotated[
+    int,
+    typer.Option(
+        help="Members of each ad-hoc ensemble (2 to 8); weights come from the "
+        "{1, 2, 4, 8} grid chosen on validation data.",
+        rich_help_panel="Search",
+    ),
 ]
 TimeBudget = Annotated[
     float | None,
@@ -203,7 +226,9 @@ Methods = Annotated[
         "--method",
         help="Selection method, repeat for several: smobf, greedy (fixed size), "
         "greedy_replacement, greedy_best (best point of the trajectory), single "
-        "(best single model). Default: smobf and greedy.",
+        "(best single model), adhoc (best ensemble of an --ad-hoc search). "
+        "Default: smobf and greedy, plus adhoc when the library holds ad-hoc "
+        "ensembles.",
         rich_help_panel="Selection",
     ),
 ]
@@ -338,6 +363,8 @@ class SearchDisplay:
                 self.best = float(loss)
             if metrics.get("model_id"):
                 self.models.add(str(metrics["model_id"]))
+            # An ad-hoc trial trains (or replays) several members at once.
+            self.models.update(str(m) for m in metrics.get("model_ids") or ())
         else:
             self.counts["running"] -= 1
             self.counts[str(metrics.get("outcome", "failed"))] += 1
@@ -427,9 +454,11 @@ def _measure(library: Any, dataset: Any, device: str, threads: int) -> None:
 def _select_and_report(library: Any, output: Path, **selection: Any) -> None:
     """Select for every budget, print the table, write the JSON and the plot."""
     from deepens.report import plot_pareto, write_json
-    from deepens.workflow import DEFAULT_METHODS, select
+    from deepens.workflow import ADHOC, DEFAULT_METHODS, select
 
-    selection["methods"] = selection.get("methods") or list(DEFAULT_METHODS)
+    if not selection.get("methods"):
+        searched = library.groups(("finished", "stopped"))
+        selection["methods"] = [*DEFAULT_METHODS, *([ADHOC] if searched else [])]
     report = select(library, output=output, **selection)
     _print_report(report)
     json_path = write_json(report, output / "results.json")
@@ -486,7 +515,8 @@ def _settings(**values: Any) -> Any:
         **{
             k: v
             for k, v in values.items()
-            if v is not None or k in ("time_budget_s", "max_concurrent_trials")
+            if v is not None
+            or k in ("time_budget_s", "max_concurrent_trials", "ad_hoc")
         }
     )
     settings.validate()
@@ -511,6 +541,8 @@ def _build_library(options: dict[str, Any]) -> Any:
         max_concurrent_trials=options["max_concurrent"],
         seed=options["seed"],
         mixed_precision=options["mixed_precision"],
+        ad_hoc=options["ad_hoc"],
+        ad_hoc_members=options["ad_hoc_members"],
     )
     if options["cost_threads"] < 1:
         raise DeepensError(
@@ -547,6 +579,8 @@ def run(
     space: Space = "small",
     optimizer: Optimizer = "asha",
     max_trials: MaxTrials = 12,
+    ad_hoc: AdHoc = None,
+    ad_hoc_members: AdHocMembers = 4,
     time_budget: TimeBudget = None,
     max_epochs: MaxEpochs = 4,
     grace_period: GracePeriod = 1,
@@ -613,6 +647,8 @@ def search(
     space: Space = "small",
     optimizer: Optimizer = "asha",
     max_trials: MaxTrials = 12,
+    ad_hoc: AdHoc = None,
+    ad_hoc_members: AdHocMembers = 4,
     time_budget: TimeBudget = None,
     max_epochs: MaxEpochs = 4,
     grace_period: GracePeriod = 1,

@@ -10,11 +10,13 @@ Layout::
         weights-<rev>.pt      state dict
         validation-<rev>.npy  class probabilities on the validation split (float16)
         test-<rev>.npy        class probabilities on the test split (float16)
+      ad_hoc/<group_id>.json  an ad-hoc ensemble: kind, member ids, weights, loss
 
 Every update writes new files under a fresh revision, then replaces
 ``entry.json`` in one ``os.replace``, then deletes the previous revision. A crash
 at any point leaves either the old entry or the new one, never a mixture, and
-readers only ever follow ``entry.json``.
+readers only ever follow ``entry.json``. An ad-hoc ensemble's record is one
+JSON file, replaced whole in the same way; its members are ordinary entries.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ _logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 COST_UNITS = ("seconds", "flops", "parameters")
 STATUSES = ("training", "finished", "stopped", "failed", "imported")
+GROUP_STATUSES = ("training", "finished", "stopped", "failed")
 
 
 def _write_json_atomically(path: Path, document: Mapping[str, Any]) -> None:
@@ -137,6 +140,52 @@ class LibraryEntry:
             "files": self.files,
             "info": self.info,
         }
+
+
+@dataclass
+class AdHocGroup:
+    """An ensemble searched as one configuration (see :mod:`deepens.adhoc`).
+
+    Its members are ordinary entries of the same library; the group records
+    which ones, with the combiner weights chosen on validation data.
+
+    Attributes
+    ----------
+    group_id : str
+        Stable id from the kind and the member ids.
+    kind : str
+        ``"homogeneous"`` or ``"heterogeneous"``.
+    members : list of str
+        Model ids of the members, in member order.
+    weights : list of float
+        Weighted-average combiner weight of each member (summing to 1).
+    status : str
+        One of :data:`GROUP_STATUSES`.
+    validation_loss, validation_error : float or None
+        Of the weighted ensemble after its last epoch.
+    learning_curve : list of float
+        The ensemble's validation loss after each epoch, as the trial reported it.
+    info : dict
+        Seeds, the configuration the optimiser proposed, a failure's reason.
+    """
+
+    group_id: str
+    kind: str
+    members: list[str]
+    weights: list[float]
+    status: str
+    validation_loss: float | None = None
+    validation_error: float | None = None
+    learning_curve: list[float] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def epochs(self) -> int:
+        """Epochs the members trained so far."""
+        return len(self.learning_curve)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
 
 
 class Library:
@@ -302,6 +351,44 @@ class Library:
 
     def __len__(self) -> int:
         return len(self.entries())
+
+    # ----------------------------------------------------- ad-hoc ensembles
+    def write_group(self, group: AdHocGroup) -> None:
+        """Create or replace the record of an ad-hoc ensemble, atomically."""
+        if group.status not in GROUP_STATUSES:
+            raise LibraryError(
+                f"status {group.status!r} is unknown; allowed are {GROUP_STATUSES}"
+            )
+        folder = self.path / "ad_hoc"
+        folder.mkdir(exist_ok=True)
+        _write_json_atomically(folder / f"{group.group_id}.json", group.to_dict())
+
+    def get_group(self, group_id: str) -> AdHocGroup | None:
+        """The record of ad-hoc ensemble ``group_id``, or None if there is none."""
+        path = self.path / "ad_hoc" / f"{group_id}.json"
+        try:
+            return AdHocGroup(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, json.JSONDecodeError, TypeError) as error:
+            if path not in self._warned:
+                self._warned.add(path)
+                _logger.warning(
+                    "skipping unreadable ad-hoc ensemble %s: %s", path, error
+                )
+            return None
+
+    def groups(self, statuses: Sequence[str] | None = None) -> list[AdHocGroup]:
+        """Recorded ad-hoc ensembles, sorted by id; optionally only some statuses."""
+        folder = self.path / "ad_hoc"
+        found = []
+        for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+            if path.name.startswith("."):
+                continue
+            group = self.get_group(path.stem)
+            if group is not None and (statuses is None or group.status in statuses):
+                found.append(group)
+        return found
 
     def write(
         self,

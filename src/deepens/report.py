@@ -15,6 +15,7 @@ METHOD_COLOURS = {
     "greedy_replacement": "tab:green",
     "greedy_best": "tab:red",
     "single": "tab:purple",
+    "adhoc": "tab:brown",
 }
 
 

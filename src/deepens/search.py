@@ -19,6 +19,12 @@ from typing import Any
 import numpy as np
 from ray.tune import Callback
 
+from deepens.adhoc import (
+    adhoc_trial_setup,
+    check_kind,
+    check_members,
+    close_interrupted_groups,
+)
 from deepens.data import ImageDataset
 from deepens.errors import SearchError
 from deepens.library import Library
@@ -60,6 +66,12 @@ class SearchSettings:
         Train in bfloat16 autocast on GPUs.
     ray_address : str or None
         A Ray cluster to use; defaults to the ``RAY_ADDRESS`` environment variable.
+    ad_hoc : str or None
+        ``"homogeneous"`` or ``"heterogeneous"`` to search ad-hoc ensembles, one
+        per trial (see :mod:`deepens.adhoc`); None searches single networks.
+        ``max_trials`` then counts ensembles.
+    ad_hoc_members : int
+        Members of each ad-hoc ensemble, from 2 to 8.
     """
 
     optimizer: str = "asha"
@@ -76,6 +88,8 @@ class SearchSettings:
     ray_address: str | None = field(
         default_factory=lambda: os.environ.get("RAY_ADDRESS")
     )
+    ad_hoc: str | None = None
+    ad_hoc_members: int = 4
 
     def validate(self) -> None:
         """Check every setting before anything starts; raise SearchError naming it.
@@ -126,6 +140,9 @@ class SearchSettings:
         for name, value, invalid, rule in limits:
             if invalid:
                 raise SearchError(f"{_named(name)} must be {rule}; got {value}")
+        check_members(self.ad_hoc_members)
+        if self.ad_hoc is not None:
+            check_kind(self.ad_hoc)
 
 
 _OPTIONS = {
@@ -261,8 +278,6 @@ def run_search(
         _logger.info(
             "extending a library of %d models; optimiser seed %d", existing, search_seed
         )
-    setup = make_optimizer_setup(space, replace(settings, seed=search_seed))
-
     job = TrialJob(
         library_path=trial_library_path(library.path),
         space=space.to_dict(),
@@ -272,8 +287,14 @@ def run_search(
         mixed_precision=settings.mixed_precision,
         checkpoints=setup.checkpoints,
     )
+    searched: SearchSpace = space
+    trial_function: Callable[..., None] = train_trial
+    trial_job: Any = job
+    if settings.ad_hoc is not None:
+        searched, trial_function, trial_job = adhoc_trial_setup(space, settings, job)
+    setup = make_optimizer_setup(searched, replace(settings, seed=search_seed))
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, dataset=dataset, job=job),
+        tune.with_parameters(trial_function, dataset=dataset, job=trial_job),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
     summary = SearchSummary(library_path=library.path, settings=asdict(settings))
@@ -307,6 +328,7 @@ def run_search(
         tuner.fit()
 
     _close_interrupted_entries(library)
+    close_interrupted_groups(library)
     summary.library_size = len(library.entries(("finished", "stopped")))
     return summary
 
@@ -373,9 +395,12 @@ class _TrialTracker(Callback):  # type: ignore[misc]
         ):
             self.summary.best_validation_loss = float(loss)
         self.last_epoch[trial.trial_id] = int(result.get("epoch", 0))
-        self._emit(
-            "result", trial, {k: result.get(k) for k in (METRIC, "epoch", "model_id")}
+        metrics = {k: result.get(k) for k in (METRIC, "epoch", "model_id")}
+        # An ad-hoc trial reports its ensemble and members instead of one model.
+        metrics.update(
+            {k: result[k] for k in ("ad_hoc_group", "model_ids") if k in result}
         )
+        self._emit("result", trial, metrics)
 
     def on_trial_complete(
         self, iteration: int, trials: list, trial: Any, **info: Any

@@ -20,13 +20,28 @@ import numpy as np
 
 from deepens.combiners import MAX_GRID_MEMBERS, best_grid_weights, combine
 from deepens.errors import BudgetError, LibraryError
-from deepens.library import COST_UNITS, Library, LibraryEntry, loss_and_error
-from deepens.selection import SelectedEnsemble, prepare_library, select_from_library
+from deepens.library import (
+    COST_UNITS,
+    AdHocGroup,
+    Library,
+    LibraryEntry,
+    loss_and_error,
+)
+from deepens.selection import (
+    METHODS,
+    SelectedEnsemble,
+    SelectionError,
+    prepare_library,
+    select_from_library,
+)
 from deepens.selection.api import check_settings
 
 _logger = logging.getLogger(__name__)
 
 DEFAULT_METHODS = ("smobf", "greedy")
+ADHOC = "adhoc"
+"""The method that answers a budget with the best ad-hoc ensemble searched."""
+ALL_METHODS = (*METHODS, ADHOC)
 COMBINERS = ("average", "weighted", "vote")
 """How a selected ensemble's members are combined: plain average (the default),
 average with weights from the grid {1, 2, 4, 8} chosen on validation data, or
@@ -48,6 +63,8 @@ class EnsembleRow:
     test_error: float | None
     combiner: str = "average"
     saved_to: str | None = None
+    ad_hoc: dict[str, str] | None = None
+    """For method ``adhoc``: the ensemble's ``group`` id and ``kind``."""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -158,7 +175,10 @@ def select(
         In ``cost_unit``; by default four budgets spread from the cheapest model
         to the whole pruned library.
     methods : sequence of str
-        Selection methods (see :data:`deepens.selection.METHODS`).
+        Selection methods (see :data:`deepens.selection.METHODS`), or ``adhoc``:
+        the ad-hoc ensemble (see :mod:`deepens.adhoc`) with the lowest
+        validation loss whose summed member cost fits the budget, combined with
+        its recorded weights whatever ``combiner`` says.
     metric : str
         The selection's error metric: cross_entropy, error_rate or macro_f1.
     combiner : str
@@ -193,8 +213,18 @@ def select(
     if budgets is None:
         budgets = default_budgets(costs, losses, pruning_fraction)
     validation = [entry.validation_probabilities() for entry in entries]
-    for method in methods:
+    unknown = [method for method in methods if method not in ALL_METHODS]
+    if unknown:
+        raise SelectionError(
+            f"method must be one of {', '.join(map(repr, ALL_METHODS))}; "
+            f"received {unknown[0]!r}"
+        )
+    posthoc = [method for method in methods if method != ADHOC]
+    # The settings every method shares (budgets, metric) are checked even when
+    # only ad-hoc ensembles are asked for.
+    for method in posthoc or METHODS[:1]:
         check_settings(method, weights, metric, ensemble_size, list(budgets))
+    adhoc = _adhoc_candidates(library, entries, cost_unit) if ADHOC in methods else []
 
     rows: list[EnsembleRow] = []
     errors: list[str] = []
@@ -210,13 +240,24 @@ def select(
         shards=shards,
     ) as prepared:
         for budget in budgets:
+            answerable = bool(posthoc)
             try:
-                prepared.check_budget(float(budget))
+                if posthoc:
+                    prepared.check_budget(float(budget))
             except BudgetError as error:
                 # One unreachable budget should not cost the user the others.
                 errors.append(f"{error} (costs in {cost_unit})")
-                continue
+                answerable = False
             for method in methods:
+                if method == ADHOC:
+                    row = _adhoc_row(library, adhoc, float(budget), cost_unit, output)
+                    if row is None:
+                        errors.append(_no_adhoc_message(adhoc, budget, cost_unit))
+                    else:
+                        rows.append(row)
+                    continue
+                if not answerable:
+                    continue
                 chosen = select_from_library(
                     prepared,
                     [float(budget)],
@@ -311,53 +352,146 @@ def _row(
     # its pick count.
     model_weights = choice.chosen.model_weights()
     members = [entries[i] for i in model_weights]
-    names = [m.model_id for m in members]
     member_weights = _member_weights(
         library, members, list(model_weights.values()), choice
     )
-    rule = "vote" if choice.combiner == "vote" else "average"
+    return _scored_row(
+        library,
+        EnsembleRow(
+            method=choice.method,
+            budget=float(choice.budget),
+            members=[m.model_id for m in members],
+            weights=[float(w) for w in member_weights],
+            cost=float(choice.chosen.cost),
+            validation_loss=float(choice.chosen.validation_loss),
+            validation_error=float(choice.chosen.validation_error),
+            test_loss=None,
+            test_error=None,
+            combiner=choice.combiner,
+        ),
+        members,
+        cost_unit,
+        output,
+    )
+
+
+def _scored_row(
+    library: Library,
+    row: EnsembleRow,
+    members: list[LibraryEntry],
+    cost_unit: str,
+    output: str | os.PathLike[str] | None,
+) -> EnsembleRow:
+    """Score ``row``'s members as combined, on validation and test data; save it."""
+    rule = "vote" if row.combiner == "vote" else "average"
+    names = row.members
 
     # Selection scored candidates by averaging; the reported validation figures
     # are those of the ensemble as it will be combined.
     validation_loss, validation_error = _combined_scores(
         [np.asarray(m.validation_probabilities(), dtype=np.float32) for m in members],
         library.validation_labels,
-        member_weights,
+        row.weights,
         rule,
         names,
     )
-    test_loss = test_error = None
+    if validation_loss is not None and validation_error is not None:
+        row.validation_loss, row.validation_error = validation_loss, validation_error
     if all("test" in m.files for m in members):
-        test_loss, test_error = _combined_scores(
+        row.test_loss, row.test_error = _combined_scores(
             [np.asarray(m.test_probabilities(), dtype=np.float32) for m in members],
             library.test_labels,
-            member_weights,
+            row.weights,
             rule,
             names,
         )
-    row = EnsembleRow(
-        method=choice.method,
-        budget=float(choice.budget),
-        members=names,
-        weights=[float(w) for w in member_weights],
-        cost=float(choice.chosen.cost),
-        validation_loss=float(
-            choice.chosen.validation_loss
-            if validation_loss is None
-            else validation_loss
-        ),
-        validation_error=float(
-            choice.chosen.validation_error
-            if validation_error is None
-            else validation_error
-        ),
-        test_loss=test_loss,
-        test_error=test_error,
-        combiner=choice.combiner,
-    )
     if output is not None and all(m.has_weights for m in members):
         row.saved_to = str(_save_ensemble(library, row, rule, cost_unit, output))
     return row
+
+
+@dataclass
+class _AdHocCandidate:
+    group: AdHocGroup
+    members: list[LibraryEntry]
+    cost: float
+
+
+def _adhoc_candidates(
+    library: Library, entries: list[LibraryEntry], cost_unit: str
+) -> list[_AdHocCandidate]:
+    """Recorded ad-hoc ensembles whose members are all usable, best first."""
+    usable = {entry.model_id: entry for entry in entries}
+    candidates = []
+    for group in library.groups(("finished", "stopped")):
+        missing = [m for m in group.members if m not in usable]
+        if missing or group.validation_loss is None:
+            _logger.warning(
+                "skipping ad-hoc ensemble '%s': member(s) %s lack predictions or a "
+                "%s cost",
+                group.group_id,
+                ", ".join(missing) or "(none)",
+                cost_unit,
+            )
+            continue
+        members = [usable[model_id] for model_id in group.members]
+        cost = float(sum(m.cost(cost_unit) or 0.0 for m in members))
+        candidates.append(_AdHocCandidate(group, members, cost))
+    if not candidates:
+        raise LibraryError(
+            f"method 'adhoc' needs ad-hoc ensembles, and {library.path} has none "
+            "with measured members; build them with 'deepens search --ad-hoc "
+            "homogeneous' (or heterogeneous)"
+        )
+    return sorted(
+        candidates,
+        key=lambda c: (c.group.validation_loss, c.group.group_id),
+    )
+
+
+def _adhoc_row(
+    library: Library,
+    candidates: list[_AdHocCandidate],
+    budget: float,
+    cost_unit: str,
+    output: str | os.PathLike[str] | None,
+) -> EnsembleRow | None:
+    """The best ad-hoc ensemble within ``budget``, or None if none fits."""
+    fitting = [candidate for candidate in candidates if candidate.cost <= budget]
+    if not fitting:
+        return None
+    best = fitting[0]
+    _logger.debug(
+        "budget %g: ad-hoc ensemble %s (validation loss %.4f, cost %g)",
+        budget,
+        best.group.group_id,
+        best.group.validation_loss,
+        best.cost,
+    )
+    row = EnsembleRow(
+        method=ADHOC,
+        budget=budget,
+        members=list(best.group.members),
+        weights=[float(w) for w in best.group.weights],
+        cost=best.cost,
+        validation_loss=float(best.group.validation_loss),  # type: ignore[arg-type]
+        validation_error=float(best.group.validation_error or math.nan),
+        test_loss=None,
+        test_error=None,
+        combiner="weighted",
+        ad_hoc={"group": best.group.group_id, "kind": best.group.kind},
+    )
+    return _scored_row(library, row, best.members, cost_unit, output)
+
+
+def _no_adhoc_message(
+    candidates: list[_AdHocCandidate], budget: float, cost_unit: str
+) -> str:
+    cheapest = min(candidate.cost for candidate in candidates)
+    return (
+        f"no ad-hoc ensemble fits budget {budget:g}: the cheapest costs "
+        f"{cheapest:g} (costs in {cost_unit})"
+    )
 
 
 def ensemble_folder_name(method: str, budget: float, cost_unit: str) -> str:
@@ -388,7 +522,12 @@ def _save_ensemble(
         combiner=rule,
         cost=row.cost,
         cost_unit=cost_unit,
-        info={"method": row.method, "budget": row.budget, "combiner": row.combiner},
+        info={
+            "method": row.method,
+            "budget": row.budget,
+            "combiner": row.combiner,
+            **({"ad_hoc": row.ad_hoc} if row.ad_hoc else {}),
+        },
     )
     return ensemble.save(folder)
 
