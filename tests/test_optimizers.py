@@ -257,3 +257,11 @@ def test_hyperband_continues_paused_trials_from_their_checkpoint(digits, tmp_pat
             == len(entry.learning_curve)
             > entry.info["continued_after_epoch"]
         )
+
+
+@pytest.mark.parametrize("name", ["hyperband", "bohb"])
+def test_ad_hoc_ensembles_are_refused_with_optimisers_that_pause_trials(name):
+    settings = SearchSettings(optimizer=name, ad_hoc="homogeneous")
+    with pytest.raises(SearchError, match=f"--ad-hoc cannot be combined.*'{name}'"):
+        settings.validate()
+    SearchSettings(optimizer="tpe", ad_hoc="homogeneous").validate()

@@ -28,6 +28,7 @@ from deepens.adhoc import (
 from deepens.data import ImageDataset
 from deepens.errors import SearchError
 from deepens.library import Library
+from deepens.optimizers import OPTIMIZERS, make_optimizer_setup
 from deepens.space import SearchSpace
 from deepens.trial import METRIC, TrialJob, train_trial, trial_library_path
 
@@ -97,7 +98,6 @@ class SearchSettings:
         Messages name the setting as Python spells it and, in brackets, the
         command-line option that sets it.
         """
-        from deepens.optimizers import OPTIMIZERS
 
         if self.optimizer not in OPTIMIZERS:
             raise SearchError(
@@ -143,6 +143,13 @@ class SearchSettings:
         check_members(self.ad_hoc_members)
         if self.ad_hoc is not None:
             check_kind(self.ad_hoc)
+            if OPTIMIZERS[self.optimizer].pauses_trials:
+                raise SearchError(
+                    f"--ad-hoc cannot be combined with optimizer {self.optimizer!r}: "
+                    "it pauses trials, and an ad-hoc trial, which trains several "
+                    "members, does not checkpoint; choose random, asha, tpe, gp, ga "
+                    "or smac"
+                )
 
 
 _OPTIONS = {
@@ -242,8 +249,6 @@ def run_search(
     """
     from ray import tune
 
-    from deepens.optimizers import make_optimizer_setup
-
     settings.validate()
     batch_size = space.parameters["batch_size"]
     batch_low = int(
@@ -285,7 +290,8 @@ def run_search(
         threads=max(1, int(settings.cpus_per_trial)),
         seed=settings.seed,
         mixed_precision=settings.mixed_precision,
-        checkpoints=setup.checkpoints,
+        # Schedulers that pause trials resume them from a checkpoint.
+        checkpoints=OPTIMIZERS[settings.optimizer].pauses_trials,
     )
     searched: SearchSpace = space
     trial_function: Callable[..., None] = train_trial

@@ -79,6 +79,7 @@ class OptimizerInfo:
     setup: Callable[[SearchSpace, SearchSettings], OptimizerSetup]
     uses_schedule: bool = False
     supports_conditions: bool = True
+    pauses_trials: bool = False
 
 
 def _lazy(module: str, function: str) -> Callable[..., OptimizerSetup]:
@@ -118,6 +119,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             "ray[tune]",
             _lazy(_NATIVE, "setup_hyperband"),
             uses_schedule=True,
+            pauses_trials=True,
         ),
         OptimizerInfo(
             "bohb",
@@ -125,6 +127,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             "hpbandster, ConfigSpace",
             _lazy("deepens.optimizers.bohb", "setup_bohb"),
             uses_schedule=True,
+            pauses_trials=True,
         ),
         OptimizerInfo(
             "tpe",
