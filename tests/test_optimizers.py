@@ -265,3 +265,31 @@ def test_ad_hoc_ensembles_are_refused_with_optimisers_that_pause_trials(name):
     with pytest.raises(SearchError, match=f"--ad-hoc cannot be combined.*'{name}'"):
         settings.validate()
     SearchSettings(optimizer="tpe", ad_hoc="homogeneous").validate()
+
+
+def test_the_cli_lists_every_optimiser_with_its_package():
+    from typer.testing import CliRunner
+
+    from deepens.cli import app
+
+    result = CliRunner().invoke(app, ["optimizers"], env={"COLUMNS": "160"})
+
+    assert result.exit_code == 0, result.output
+    for name in PAPER_NAMES:
+        assert f" {name} " in result.output
+    assert "SMAC3" in result.output and "hpbandster" in result.output
+
+
+def test_the_cli_refuses_an_unknown_optimiser_before_loading_data(tmp_path):
+    from typer.testing import CliRunner
+
+    from deepens.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        ["search", "--optimizer", "nsga", "--data", str(tmp_path / "missing")],
+        env={"COLUMNS": "160"},
+    )
+
+    assert result.exit_code == 2
+    assert "'nsga' is unknown" in result.output and "smac" in result.output

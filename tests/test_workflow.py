@@ -158,3 +158,48 @@ def test_an_unreachable_budget_is_reported_and_the_others_answered(library):
     assert [row.budget for row in report.rows] == [6.0]
     assert len(report.errors) == 1 and "budget 0.01" in report.errors[0]
     assert "cheapest" in report.errors[0] and "seconds" in report.errors[0]
+
+
+def test_the_library_is_summarised_per_optimiser(tmp_path):
+    from deepens.report import summarise_optimizers
+
+    rng = np.random.default_rng(1)
+    validation = rng.integers(0, 3, 200)
+    test = rng.integers(0, 3, 200)
+    library = Library.create(
+        tmp_path / "lib",
+        class_names=["a", "b", "c"],
+        validation_labels=validation,
+        test_labels=test,
+    )
+    runs = [
+        ("tpe", "finished", [0.9, 0.5], 0.9),
+        ("tpe", "stopped", [0.8], 0.6),
+        ("tpe", "failed", [], None),
+        ("smac", "finished", [0.7, 0.4], 0.95),
+    ]
+    for index, (optimizer, status, curve, accuracy) in enumerate(runs):
+        arrays = {}
+        if accuracy is not None:
+            arrays = dict(
+                validation_probabilities=_one_hot_noise(validation, accuracy, rng),
+                test_probabilities=_one_hot_noise(test, accuracy, rng),
+            )
+        library.write(
+            f"m{index}",
+            config={},
+            status=status,
+            learning_curve=curve,
+            info={"optimizer": optimizer},
+            **arrays,
+        )
+
+    rows = {row["optimizer"]: row for row in summarise_optimizers(library)}
+
+    assert set(rows) == {"smac", "tpe"}
+    assert (rows["tpe"]["models"], rows["tpe"]["failed"]) == (2, 1)
+    assert (rows["tpe"]["finished"], rows["tpe"]["stopped"]) == (1, 1)
+    assert rows["tpe"]["best_validation_loss"] == 0.5
+    assert rows["smac"]["best_validation_loss"] == 0.4
+    expected = (library.get("m0").test_probabilities().argmax(1) != test).mean()
+    assert rows["tpe"]["best_test_error"] == pytest.approx(expected)

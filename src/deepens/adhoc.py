@@ -237,6 +237,7 @@ class _MemberTraining:
         self.dataset = dataset
         self.device = device
         self.autocast = job.mixed_precision and device.type == "cuda"
+        self.search_optimizer = job.optimizer
         self.generator = _seed_everything(seed)
 
         height, width = dataset.image_size
@@ -430,6 +431,7 @@ def _commit_member(
             "train_loss": train_loss,
             "epoch_seconds": time.perf_counter() - started,
             "source": "ad-hoc",
+            "optimizer": training.search_optimizer,
             "ad_hoc_group": group.group_id,
             "ad_hoc_kind": group.kind,
             "ad_hoc_member": index + 1,

@@ -508,6 +508,32 @@ def _print_report(report: Any) -> None:
     )
 
 
+def _print_optimizer_summary(library: Any) -> None:
+    """The library by optimiser: what each search added and its best model."""
+    from rich import box
+
+    from deepens.report import summarise_optimizers
+
+    rows = summarise_optimizers(library)
+    table = Table(
+        title="Library by optimiser (errors in %)",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        pad_edge=False,
+    )
+    columns = ("optimizer", "models", "finished", "stopped", "failed")
+    for column in columns + ("best val loss", "its test err"):
+        table.add_column(column, justify="left" if column == "optimizer" else "right")
+    for row in rows:
+        loss = row["best_validation_loss"]
+        table.add_row(
+            *(str(row[column]) for column in columns),
+            "-" if loss is None else f"{loss:.4f}",
+            _percent(row["best_test_error"]),
+        )
+    out.print(table)
+
+
 def _settings(**values: Any) -> Any:
     from deepens.search import SearchSettings
 
@@ -562,6 +588,7 @@ def _build_library(options: dict[str, Any]) -> Any:
     )
     summary, library = _search(dataset, options["output"], space, settings)
     _measure(library, dataset, device, options["cost_threads"])
+    _print_optimizer_summary(library)
     if not library.entries(("finished", "stopped")):
         raise DeepensError(
             f"the search trained no model ({summary.trials_started} trial(s) started, "
@@ -789,6 +816,27 @@ def predict(
                 ]
             )
     console.print(f"wrote {len(names)} prediction(s) to {output}")
+
+
+@app.command()
+@_reports_errors
+def optimizers() -> None:
+    """List the optimisers --optimizer accepts and the package behind each."""
+    from rich import box
+
+    from deepens.optimizers import OPTIMIZERS
+
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    for column in ("name", "what it does", "package", "stops trials early"):
+        table.add_column(column)
+    for info in OPTIMIZERS.values():
+        table.add_row(
+            info.name,
+            info.description,
+            info.package,
+            "yes" if info.uses_schedule else "no",
+        )
+    out.print(table)
 
 
 @space_app.command("show")

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from deepens.library import Library, loss_and_error
 from deepens.workflow import EnsembleRow, SelectionReport
 
 METHOD_COLOURS = {
@@ -175,3 +176,51 @@ def _unit_label(cost_unit: str) -> str:
         "flops": "FLOPs per image",
         "parameters": "parameters",
     }.get(cost_unit, cost_unit)
+
+
+def summarise_optimizers(library: Library) -> list[dict[str, Any]]:
+    """One row per optimiser that added models to the library.
+
+    A library extended by several searches holds models from several
+    optimisers; each row counts its trials by outcome and gives its best model
+    by validation loss, with that model's test error where the library has
+    test labels and the model test predictions. Imported models form a row of
+    their own.
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    best: dict[str, Any] = {}
+    for entry in library.entries():
+        name = str(entry.info.get("optimizer") or entry.info.get("source") or "-")
+        row = rows.setdefault(
+            name,
+            {
+                "optimizer": name,
+                "models": 0,
+                "finished": 0,
+                "stopped": 0,
+                "failed": 0,
+                "best_validation_loss": None,
+                "best_test_error": None,
+            },
+        )
+        if entry.status in ("finished", "stopped", "failed"):
+            row[entry.status] += 1
+        if entry.status in ("failed", "training"):
+            continue
+        row["models"] += 1
+        if entry.learning_curve:
+            loss = float(entry.learning_curve[-1])
+        else:  # an imported model has no learning curve
+            loss = loss_and_error(
+                entry.validation_probabilities(), library.validation_labels
+            )[0]
+        if row["best_validation_loss"] is None or loss < row["best_validation_loss"]:
+            row["best_validation_loss"] = loss
+            best[name] = entry
+
+    labels = library.test_labels
+    for name, entry in best.items():
+        probabilities = entry.test_probabilities()
+        if labels is not None and probabilities is not None:
+            rows[name]["best_test_error"] = loss_and_error(probabilities, labels)[1]
+    return sorted(rows.values(), key=lambda row: str(row["optimizer"]))

@@ -292,6 +292,7 @@ def run_search(
         mixed_precision=settings.mixed_precision,
         # Schedulers that pause trials resume them from a checkpoint.
         checkpoints=OPTIMIZERS[settings.optimizer].pauses_trials,
+        optimizer=settings.optimizer,
     )
     searched: SearchSpace = space
     trial_function: Callable[..., None] = train_trial

@@ -57,6 +57,7 @@ class TrialJob:
     seed: int = 0
     mixed_precision: bool = False
     checkpoints: bool = False
+    optimizer: str = ""
 
 
 def model_id_for(config: Mapping[str, Any], seed: int) -> str:
@@ -201,6 +202,7 @@ def _train(
                 "train_loss": train_loss,
                 "epoch_seconds": time.perf_counter() - started,
                 "source": "search",
+                "optimizer": job.optimizer,
                 **continued,
             },
         )

@@ -103,20 +103,20 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo(
             "asha",
             "random proposals, asynchronous successive halving",
-            "ray[tune]",
+            "Ray Tune",
             _lazy(_NATIVE, "setup_asha"),
             uses_schedule=True,
         ),
         OptimizerInfo(
             "random",
             "random search, every trial trained to max_epochs",
-            "ray[tune]",
+            "Ray Tune",
             _lazy(_NATIVE, "setup_random"),
         ),
         OptimizerInfo(
             "hyperband",
             "random proposals, synchronous Hyperband",
-            "ray[tune]",
+            "Ray Tune",
             _lazy(_NATIVE, "setup_hyperband"),
             uses_schedule=True,
             pauses_trials=True,
@@ -124,7 +124,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo(
             "bohb",
             "kernel-density Bayesian optimisation in Hyperband brackets",
-            "hpbandster, ConfigSpace",
+            "Ray Tune, hpbandster, ConfigSpace",
             _lazy("deepens.optimizers.bohb", "setup_bohb"),
             uses_schedule=True,
             pauses_trials=True,
@@ -132,19 +132,19 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo(
             "tpe",
             "tree-structured Parzen estimators",
-            "optuna",
+            "Optuna (via Ray Tune)",
             _lazy(_OPTUNA, "setup_tpe"),
         ),
         OptimizerInfo(
             "gp",
             "Bayesian optimisation with a Gaussian process",
-            "optuna",
+            "Optuna (via Ray Tune)",
             _lazy(_OPTUNA, "setup_gp"),
         ),
         OptimizerInfo(
             "ga",
             "genetic algorithm (NSGA-II, one objective)",
-            "optuna",
+            "Optuna (via Ray Tune)",
             _lazy(_OPTUNA, "setup_ga"),
         ),
         OptimizerInfo(
