@@ -4,15 +4,22 @@ The function :func:`train_trial` runs inside a Ray Tune worker. After every
 epoch it commits the model (weights, validation probabilities, learning curve)
 to the library *before* reporting the validation loss, so a trial that the
 scheduler stops at that report is already in the library as it was then.
+
+Before training, a trial claims its model (see :mod:`deepens.claims`), so two
+trials proposing the same configuration never both train it: the second waits
+and replays the first's entry. Each training started is recorded in the entry's
+``info["attempts"]`` with the run, host and Ray node it ran on.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
 import math
 import random
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,8 +30,9 @@ import numpy as np
 import torch
 
 from deepens.augment import Augmentation
+from deepens.claims import Claimant, ModelClaim
 from deepens.data import ImageDataset
-from deepens.library import Library
+from deepens.library import Library, LibraryEntry
 from deepens.models import build_model, count_flops, count_parameters
 from deepens.space import SearchSpace
 from deepens.training import (
@@ -47,7 +55,13 @@ class TrialFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class TrialJob:
-    """What every trial of one search shares (sent once to the Ray workers)."""
+    """What every trial of one search shares (sent once to the Ray workers).
+
+    ``search_id`` names the search (its record in ``searches.json``) and
+    ``run_id`` the driver process running it now: a resumed search keeps its
+    search id and gets a new run id, which is how its trials know the claims
+    of the killed run are stale.
+    """
 
     library_path: str
     space: dict[str, Any]
@@ -55,6 +69,8 @@ class TrialJob:
     threads: int = 1
     seed: int = 0
     mixed_precision: bool = False
+    search_id: str = ""
+    run_id: str = ""
 
 
 def model_id_for(config: Mapping[str, Any], seed: int) -> str:
@@ -84,52 +100,152 @@ def _device() -> torch.device:
 def train_trial(
     config: dict[str, Any], *, dataset: ImageDataset, job: TrialJob
 ) -> None:
-    """Ray Tune function trainable: train, commit each epoch, report its loss."""
-    from ray import tune
+    """Ray Tune function trainable: train, commit each epoch, report its loss.
 
+    A model the library already holds is replayed (its learning curve reported
+    again) instead of trained; a model another live trial is training is waited
+    for, then replayed. Only the trial holding the model's claim trains it.
+    """
     space = SearchSpace.from_dict(job.space)
     canonical = space.canonical(config)
     seed = int(config.get("seed", job.seed))
     model_id = model_id_for(canonical, seed)
     library = Library.open(job.library_path)
 
-    existing = library.get(model_id)
-    if existing is not None and existing.status in ("finished", "stopped"):
-        if existing.epochs >= job.max_epochs or existing.status == "stopped":
-            # Already trained by an earlier trial or run: replay, do not retrain.
-            _logger.debug("model %s already in library; replaying its curve", model_id)
-            for epoch, loss in enumerate(existing.learning_curve, start=1):
-                tune.report({METRIC: loss, "epoch": epoch, "model_id": model_id})
-            return
-
-    torch.set_num_threads(max(1, job.threads))
-    generator = _seed_everything(seed)
-    device = _device()
+    if _replayed(library.get(model_id), job):
+        return
+    claim = ModelClaim(
+        job.library_path, model_id, Claimant.here(job.search_id, job.run_id)
+    )
+    claim.acquire()
     try:
-        _train(canonical, model_id, seed, dataset, job, library, device, generator)
-    except (TrainingDiverged, torch.OutOfMemoryError) as error:
-        reason = f"{type(error).__name__}: {error}"
-        entry = library.get(model_id)
-        library.write(
-            model_id,
-            config=canonical,
-            status="failed",
-            info={**(entry.info if entry else {}), "reason": reason, "seed": seed},
+        # Another trial may have trained it while this one waited for the claim.
+        existing = library.get(model_id)
+        if _replayed(existing, job):
+            return
+        failure = _train_claimed(canonical, model_id, seed, dataset, job, library)
+    finally:
+        claim.release()
+    if failure is not None:
+        raise TrialFailed(f"model {model_id} failed: {failure}")
+
+
+def _replayed(entry: LibraryEntry | None, job: TrialJob) -> bool:
+    """Report an entry the library holds instead of training it again.
+
+    Finished and stopped entries replay their learning curve; an entry that
+    failed in this same search (a resumed search meeting it again) fails again
+    without training. Returns whether the entry was replayed.
+    """
+    from ray import tune
+
+    if entry is None:
+        return False
+    if entry.status == "failed" and entry.info.get("search") == job.search_id:
+        raise TrialFailed(
+            f"model {entry.model_id} failed: {entry.info.get('reason', 'unknown')}"
         )
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        raise TrialFailed(f"model {model_id} failed: {reason}") from None
+    if entry.status == "stopped" or (
+        entry.status == "finished" and entry.epochs >= job.max_epochs
+    ):
+        _logger.debug("model %s is in the library; replaying it", entry.model_id)
+        for epoch, loss in enumerate(entry.learning_curve, start=1):
+            tune.report({METRIC: loss, "epoch": epoch, "model_id": entry.model_id})
+        return True
+    return False
 
 
-def _train(
+def _train_claimed(
     config: dict[str, Any],
     model_id: str,
     seed: int,
     dataset: ImageDataset,
     job: TrialJob,
     library: Library,
+) -> str | None:
+    """Train a claimed model; return why it failed, or None.
+
+    A failure (divergence, out of memory) is recorded in the library as a
+    failed entry with its reason, after the memory the trial held is freed.
+    """
+    torch.set_num_threads(max(1, job.threads))
+    generator = _seed_everything(seed)
+    device = _device()
+    previous = library.get(model_id)
+    where = _where()
+    info = {
+        "seed": seed,
+        "source": "search",
+        "search": job.search_id,
+        **where,
+        # One record per training actually started; replays add none.
+        "attempts": [
+            *(previous.info.get("attempts", []) if previous else []),
+            {"run": job.run_id, "started": time.time(), **where},
+        ],
+    }
+    failure = None
+    try:
+        _train(config, model_id, dataset, job, library, device, generator, info)
+    except (TrainingDiverged, torch.OutOfMemoryError, MemoryError) as error:
+        failure = f"{type(error).__name__}: {error}"
+    except RuntimeError as error:
+        if not is_out_of_memory(error):
+            raise
+        failure = f"{type(error).__name__}: {error}"
+    if failure is None:
+        return None
+
+    # Outside the except blocks: the traceback no longer holds _train's frame, so
+    # the model, optimiser and batches it referenced can be freed now.
+    _free_memory(device)
+    entry = library.get(model_id)
+    library.write(
+        model_id,
+        config=config,
+        status="failed",
+        info={**(entry.info if entry else {}), **info, "reason": failure},
+    )
+    _logger.debug("model %s failed: %s", model_id, failure)
+    return failure
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether an error says memory ran out (CUDA, or the CPU allocator)."""
+    if isinstance(error, torch.OutOfMemoryError | MemoryError):
+        return True
+    message = str(error).lower()
+    return any(
+        phrase in message
+        for phrase in ("out of memory", "can't allocate memory", "cannot allocate")
+    )
+
+
+def _free_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _where() -> dict[str, Any]:
+    """The host and Ray node this trial runs on."""
+    import ray
+
+    node_id = None
+    if ray.is_initialized():
+        node_id = ray.get_runtime_context().get_node_id()
+    return {"hostname": socket.gethostname(), "node_id": node_id}
+
+
+def _train(
+    config: dict[str, Any],
+    model_id: str,
+    dataset: ImageDataset,
+    job: TrialJob,
+    library: Library,
     device: torch.device,
     generator: torch.Generator,
+    info: dict[str, Any],
 ) -> None:
     from ray import tune
 
@@ -181,13 +297,20 @@ def _train(
             parameters=parameters,
             flops=flops,
             info={
-                "seed": seed,
+                **info,
                 "train_loss": train_loss,
                 "epoch_seconds": time.perf_counter() - started,
-                "source": "search",
             },
         )
-        tune.report({METRIC: loss, "epoch": epoch, "model_id": model_id})
+        try:
+            tune.report({METRIC: loss, "epoch": epoch, "model_id": model_id})
+        except SystemExit:
+            # Ray Tune ends a trial its scheduler stops (or the time budget
+            # ends) by raising SystemExit in report. Say so in the library now,
+            # so that a trial waiting for this model replays it.
+            if not finished:
+                library.write(model_id, config=config, status="stopped")
+            raise
 
 
 def trial_library_path(path: str | Path) -> str:
