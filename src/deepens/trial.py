@@ -21,6 +21,7 @@ import math
 import random
 import socket
 import time
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,17 +188,16 @@ def _train_claimed(
     failure = None
     try:
         _train(config, model_id, dataset, job, library, device, generator, info)
-    except (TrainingDiverged, torch.OutOfMemoryError, MemoryError) as error:
-        failure = f"{type(error).__name__}: {error}"
-    except RuntimeError as error:
-        if not is_out_of_memory(error):
+    except (TrainingDiverged, MemoryError, RuntimeError) as error:
+        if not isinstance(error, TrainingDiverged) and not is_out_of_memory(error):
             raise
         failure = f"{type(error).__name__}: {error}"
+        # The traceback's frames hold the model, optimiser and batches; whoever
+        # still holds the error must not keep them alive.
+        traceback.clear_frames(error.__traceback__)
     if failure is None:
         return None
 
-    # Outside the except blocks: the traceback no longer holds _train's frame, so
-    # the model, optimiser and batches it referenced can be freed now.
     _free_memory(device)
     entry = library.get(model_id)
     library.write(
