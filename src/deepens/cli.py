@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -596,8 +595,6 @@ def _resumed_options(options: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     An option typed on the command line must agree with the recorded one: a
     resumed search that searched differently would not be the same search.
     """
-    from click.core import ParameterSource
-
     from deepens.history import unfinished_search
 
     record = unfinished_search(options["output"] / "library")
@@ -608,9 +605,10 @@ def _resumed_options(options: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     }
     recorded.update({k: v for k, v in record.origin.items() if k in _DATA_OPTIONS})
     space = record.search_space()
-    context = click.get_current_context()
+    context: typer.Context = options["context"]
     for name in [*recorded, "space"]:
-        if context.get_parameter_source(name) in (None, ParameterSource.DEFAULT):
+        source = context.get_parameter_source(name)
+        if source is None or source.name == "DEFAULT":
             continue
         typed = options[name]
         was: Any = recorded.get(name, "another space")
@@ -637,6 +635,7 @@ def _local_output(output: Path) -> Path:
 @app.command()
 @_reports_errors
 def run(
+    context: typer.Context,
     data: Data = "digits",
     output: Output = Path("runs/digits"),
     space: Space = "small",
@@ -705,6 +704,7 @@ def run(
 @app.command()
 @_reports_errors
 def search(
+    context: typer.Context,
     data: Data = "digits",
     output: Output = Path("runs/digits"),
     space: Space = "small",
