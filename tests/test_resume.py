@@ -212,3 +212,13 @@ def test_run_search_resume_refuses_other_settings_and_a_damaged_tune_state(
     (record.tune_path(other) / "tuner.pkl").write_bytes(b"not a pickle")
     with pytest.raises(SearchError, match="cannot be restored"):
         run_search(dataset, space, other, record.search_settings(), resume=True)
+
+
+def test_an_object_store_output_is_refused_before_anything(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    result = _cli("search", "--output", "s3://bucket/run")
+
+    assert result.exit_code == 2
+    assert "s3:// URI" in result.output and "mount the storage" in result.output
+    assert list(tmp_path.iterdir()) == []
