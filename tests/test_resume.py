@@ -204,8 +204,8 @@ def test_run_search_resume_refuses_other_settings_and_a_damaged_tune_state(
     )
     space, settings = record.search_space(), record.search_settings()
     # The fixture's labels are not these; the check of settings comes first.
+    settings.max_epochs = 3
     with pytest.raises(SearchError, match=r"max_epochs \(--max-epochs\) 3"):
-        settings.max_epochs = 3
         run_search(dataset, space, library.path, settings, resume=True)
 
     other = _library_with(dataset, library.path.parent.parent / "other", record)

@@ -4,6 +4,11 @@ Trials run on a local Ray by default, on a cluster when ``RAY_ADDRESS`` (or
 ``SearchSettings.ray_address``) names one. After the search, every new model is
 measured one at a time (see :mod:`deepens.cost`), so that all costs of a
 library are taken under the same conditions.
+
+Each search has its own Tune experiment folder and a record in the library's
+``searches.json`` (see :mod:`deepens.history`), so a search whose driver was
+killed can be resumed with Ray Tune's restore; models already trained are
+replayed by their trials rather than trained again.
 """
 
 from __future__ import annotations
