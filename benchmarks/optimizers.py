@@ -67,7 +67,8 @@ def _search_all(arguments: argparse.Namespace) -> dict[str, dict[str, Any]]:
             "trials_started": summary.trials_started,
             "trials_failed": summary.trials_failed,
         }
-        print(f"{name}: {summary.trials_started} trials in {searched:.0f} s", flush=True)
+        started_trials = summary.trials_started
+        print(f"{name}: {started_trials} trials in {searched:.0f} s", flush=True)
     return runs
 
 

@@ -1,10 +1,12 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from deepens import library as library_module
 from deepens.errors import LibraryError
-from deepens.library import Library
+from deepens.library import Library, local_library_path
 
 
 @pytest.fixture
@@ -133,3 +135,25 @@ def test_unknown_cost_unit_and_status(library):
         entry.cost("watts")
     with pytest.raises(LibraryError, match="status 'done'"):
         library.write("m1", config={}, status="done")
+
+
+@pytest.mark.parametrize(
+    ("location", "path"),
+    [
+        ("/shared/runs/lib", "/shared/runs/lib"),
+        ("relative/lib", "relative/lib"),
+        ("file:///shared/runs/my%20lib", "/shared/runs/my lib"),
+        ("file://localhost/shared/lib", "/shared/lib"),
+        (Path("file:///shared/lib"), "/shared/lib"),  # pathlib drops a slash
+    ],
+)
+def test_a_library_location_is_a_path_or_a_file_uri(location, path):
+    assert local_library_path(location) == Path(path)
+
+
+@pytest.mark.parametrize(
+    "location", ["s3://bucket/lib", "gs://bucket/lib", Path("s3://bucket/lib")]
+)
+def test_an_object_store_library_location_says_to_mount_it(location):
+    with pytest.raises(LibraryError, match=r"is a (s3|gs):// URI.*mount the storage"):
+        local_library_path(location)

@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
+from ray.tune import Tuner
 
 from deepens.data import load_dataset
 from deepens.errors import SearchError
+from deepens.history import load_history
 from deepens.library import Library
 from deepens.search import SearchSettings, run_search
 from deepens.space import SearchSpace
@@ -68,6 +70,12 @@ def test_searching_again_extends_the_library_with_new_models(digits, tmp_path):
     after = {e.model_id: e.files for e in library.entries()}
     assert len(before) == 2 and len(after) == 4
     assert {k: after[k] for k in before} == before
+    # Each search has its own Tune experiment and is recorded as completed.
+    first, second = load_history(tmp_path / "lib")
+    assert first.completed and second.completed
+    assert first.tune_folder != second.tune_folder
+    assert first.optimizer_seed != second.optimizer_seed
+    assert Tuner.can_restore(str(first.tune_path(tmp_path / "lib")))
 
 
 def test_a_configuration_already_in_the_library_is_not_trained_again(digits, tmp_path):
@@ -80,15 +88,18 @@ def test_a_configuration_already_in_the_library_is_not_trained_again(digits, tmp
     }
     document["parameters"]["cardinality"]["condition"] = {"block_type": ["next"]}
     space = SearchSpace.from_dict(document)
-    settings = SearchSettings(max_trials=1, max_epochs=1)
-    run_search(digits, space, tmp_path / "lib", settings)
+    # Two trials of the one configuration at once: one trains, one replays.
+    settings = SearchSettings(max_trials=2, max_epochs=1, max_concurrent_trials=2)
+    first = run_search(digits, space, tmp_path / "lib", settings)
     library = Library.open(tmp_path / "lib")
     before = {e.model_id: e.files for e in library.entries()}
 
     summary = run_search(digits, space, tmp_path / "lib", settings)
 
-    assert len(before) == 1 and summary.trials_finished == 1
+    assert len(before) == 1 and first.trials_finished == summary.trials_finished == 2
     assert {e.model_id: e.files for e in library.entries()} == before
+    (entry,) = library.entries()
+    assert len(entry.info["attempts"]) == 1 and entry.info["node_id"]
 
 
 def test_more_cpus_per_trial_than_the_cluster_has_fails_before_any_trial(

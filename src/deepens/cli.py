@@ -277,7 +277,44 @@ CostThreads = Annotated[
         rich_help_panel="Resources",
     ),
 ]
+Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Continue the latest unfinished search of OUTPUT/library (its driver "
+        "was killed) with its recorded settings and data options: finished models "
+        "are kept, interrupted trials restart. Options that would change the "
+        "search are refused.",
+        rich_help_panel="Search",
+    ),
+]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs.")]
+
+#: Command options recorded with a search, and the setting each one sets.
+_SETTING_OPTIONS = {
+    "optimizer": "optimizer",
+    "max_trials": "max_trials",
+    "time_budget": "time_budget_s",
+    "max_epochs": "max_epochs",
+    "grace_period": "grace_period",
+    "reduction_factor": "reduction_factor",
+    "cpus_per_trial": "cpus_per_trial",
+    "gpus_per_trial": "gpus_per_trial",
+    "max_concurrent": "max_concurrent_trials",
+    "mixed_precision": "mixed_precision",
+    "seed": "seed",
+}
+#: Options that load the data, recorded so that --resume loads the same data.
+_DATA_OPTIONS = (
+    "data",
+    "seed",
+    "validation_fraction",
+    "test_fraction",
+    "max_train_samples",
+    "max_validation_samples",
+    "max_test_samples",
+    "image_size",
+)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -412,7 +449,14 @@ def _load_data(
     return dataset
 
 
-def _search(dataset: Any, output: Path, space: Any, settings: Any) -> Any:
+def _search(
+    dataset: Any,
+    output: Path,
+    space: Any,
+    settings: Any,
+    resume: bool,
+    origin: dict[str, Any],
+) -> Any:
     from deepens.library import Library
     from deepens.search import run_search
 
@@ -420,14 +464,25 @@ def _search(dataset: Any, output: Path, space: Any, settings: Any) -> Any:
     started = time.perf_counter()
     with display.progress:
         summary = run_search(
-            dataset, space, output / "library", settings, listener=display
+            dataset,
+            space,
+            output / "library",
+            settings,
+            listener=display,
+            resume=resume,
+            origin=origin,
         )
     console.print(
-        f"search: {summary.trials_started} trials in "
+        f"search{' (resumed)' if resume else ''}: {summary.trials_started} trials in "
         f"{time.perf_counter() - started:.0f} s "
         f"({summary.trials_finished} finished, {summary.trials_stopped} stopped early, "
         f"{summary.trials_failed} failed)"
     )
+    if not summary.completed:
+        console.print(
+            f"[yellow]search {summary.search_id} did not complete; continue it with "
+            f"'deepens search --resume --output {output}'[/]"
+        )
     return summary, Library.open(output / "library")
 
 
@@ -553,8 +608,12 @@ def _build_library(options: dict[str, Any]) -> Any:
     """Search and measure, from a command's options (its parameters by name).
 
     Everything the user typed is checked before the data is loaded, and the data
-    before the search starts, so a mistake costs seconds, not a search.
+    before the search starts, so a mistake costs seconds, not a search. With
+    ``--resume`` the recorded search's options replace the defaults.
     """
+    space = None
+    if options["resume"]:
+        options, space = _resumed_options(options)
     settings = _settings(
         optimizer=options["optimizer"],
         max_trials=options["max_trials"],
@@ -575,18 +634,12 @@ def _build_library(options: dict[str, Any]) -> Any:
             f"--cost-threads must be at least 1; got {options['cost_threads']}"
         )
     device = _device(options["device"])
-    space = SearchSpace.load(options["space"])
-    dataset = _load_data(
-        options["data"],
-        options["seed"],
-        options["validation_fraction"],
-        options["test_fraction"],
-        options["max_train_samples"],
-        options["max_validation_samples"],
-        options["max_test_samples"],
-        options["image_size"],
+    space = space or SearchSpace.load(options["space"])
+    origin = {name: options[name] for name in _DATA_OPTIONS}
+    dataset = _load_data(*origin.values())
+    summary, library = _search(
+        dataset, options["output"], space, settings, options["resume"], origin
     )
-    summary, library = _search(dataset, options["output"], space, settings)
     _measure(library, dataset, device, options["cost_threads"])
     _print_optimizer_summary(library)
     if not library.entries(("finished", "stopped")):
@@ -598,9 +651,53 @@ def _build_library(options: dict[str, Any]) -> Any:
     return library
 
 
+def _resumed_options(options: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """The options of the search being resumed, and its space.
+
+    An option typed on the command line must agree with the recorded one: a
+    resumed search that searched differently would not be the same search.
+    """
+    from deepens.history import unfinished_search
+
+    record = unfinished_search(options["output"] / "library")
+    recorded = {
+        option: record.settings.get(setting)
+        for option, setting in _SETTING_OPTIONS.items()
+        if setting in record.settings
+    }
+    recorded.update({k: v for k, v in record.origin.items() if k in _DATA_OPTIONS})
+    space = record.search_space()
+    context: typer.Context = options["context"]
+    for name in [*recorded, "space"]:
+        source = context.get_parameter_source(name)
+        if source is None or source.name == "DEFAULT":
+            continue
+        typed = options[name]
+        was: Any = recorded.get(name, "another space")
+        if name == "space":
+            differs = SearchSpace.load(typed).to_dict() != space.to_dict()
+        else:
+            differs = typed != was
+        if differs:
+            raise DeepensError(
+                f"--{name.replace('_', '-')} {typed} differs from search {record.id} "
+                f"being resumed ({was}); a resumed search keeps its recorded "
+                "options: drop it, or run without --resume for a new search"
+            )
+    return {**options, **recorded}, space
+
+
+def _local_output(output: Path) -> Path:
+    """The run folder as a local path (a file:// URI is accepted)."""
+    from deepens.library import local_library_path
+
+    return local_library_path(output)
+
+
 @app.command()
 @_reports_errors
 def run(
+    context: typer.Context,
     data: Data = "digits",
     output: Output = Path("runs/digits"),
     space: Space = "small",
@@ -616,6 +713,7 @@ def run(
     gpus_per_trial: GpusPerTrial = 0.0,
     max_concurrent: MaxConcurrent = None,
     mixed_precision: MixedPrecision = False,
+    resume: Resume = False,
     budget: Budgets = None,
     cost_unit: CostUnit = "seconds",
     method: Methods = None,
@@ -644,6 +742,7 @@ def run(
     OUTPUT/ensembles, OUTPUT/results.json and OUTPUT/pareto.png.
     """
     _setup_logging(verbose)
+    output = _local_output(output)
     library = _build_library(dict(locals()))
     try:
         _select_and_report(
@@ -669,6 +768,7 @@ def run(
 @app.command()
 @_reports_errors
 def search(
+    context: typer.Context,
     data: Data = "digits",
     output: Output = Path("runs/digits"),
     space: Space = "small",
@@ -684,6 +784,7 @@ def search(
     gpus_per_trial: GpusPerTrial = 0.0,
     max_concurrent: MaxConcurrent = None,
     mixed_precision: MixedPrecision = False,
+    resume: Resume = False,
     device: Device = "auto",
     cost_threads: CostThreads = 1,
     seed: Seed = 0,
@@ -695,8 +796,12 @@ def search(
     image_size: ImageSize = None,
     verbose: Verbose = False,
 ) -> None:
-    """Build (or extend) the library at OUTPUT/library, and measure its models."""
+    """Build (or extend) the library at OUTPUT/library, and measure its models.
+
+    After a crash, '--resume' continues the search where it stopped.
+    """
     _setup_logging(verbose)
+    output = _local_output(output)
     library = _build_library(dict(locals()))
     console.print(
         f"library: {len(library.entries(('finished', 'stopped')))} models "

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -33,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 
@@ -469,6 +471,33 @@ class Library:
                     child.unlink(missing_ok=True)
                     removed += 1
         return removed
+
+
+def local_library_path(location: str | os.PathLike[str]) -> Path:
+    """A library location as a local path: a path, or a ``file://`` URI.
+
+    Raises
+    ------
+    LibraryError
+        For any other URI scheme (``s3://``, ``gs://``...): the library lives on
+        a file system, not in an object store.
+    """
+    text = os.fspath(location)
+    # pathlib turns "s3://bucket" into "s3:/bucket"; match both. Two letters at
+    # least, so that a Windows drive ("C:/") is a path.
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]+):/", text)
+    if match is None:
+        return Path(text)
+    scheme = match.group(1).lower()
+    parsed = urlparse(text)
+    if scheme == "file" and parsed.netloc in ("", "localhost"):
+        return Path(unquote(parsed.path))
+    raise LibraryError(
+        f"library location {text!r} is a {scheme}:// URI, but a deepens library "
+        "must be on a file system every Ray node reads and writes: mount the "
+        "storage on each node (NFS, or s3fs / gcsfuse for a bucket) and pass the "
+        "mounted path"
+    )
 
 
 def loss_and_error(

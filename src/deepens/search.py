@@ -4,13 +4,21 @@ Trials run on a local Ray by default, on a cluster when ``RAY_ADDRESS`` (or
 ``SearchSettings.ray_address``) names one. After the search, every new model is
 measured one at a time (see :mod:`deepens.cost`), so that all costs of a
 library are taken under the same conditions.
+
+Each search has its own Tune experiment folder and a record in the library's
+``searches.json`` (see :mod:`deepens.history`), so a search whose driver was
+killed can be resumed with Ray Tune's restore; models already trained are
+replayed by their trials rather than trained again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -25,14 +33,26 @@ from deepens.adhoc import (
     check_members,
     close_interrupted_groups,
 )
+from deepens.claims import remove_claims_of_run
 from deepens.data import ImageDataset
 from deepens.errors import SearchError
-from deepens.library import Library
+from deepens.history import (
+    SearchRecord,
+    new_search_id,
+    record_search,
+    unfinished_search,
+)
+from deepens.library import Library, local_library_path
 from deepens.optimizers import OPTIMIZERS, make_optimizer_setup
 from deepens.space import SearchSpace
 from deepens.trial import METRIC, TrialJob, train_trial, trial_library_path
 
 _logger = logging.getLogger(__name__)
+
+#: Where each search's Ray Tune experiment folder lives, inside the library.
+TUNE_FOLDER = "tune"
+#: Settings a resumed search may change: they do not change what is searched.
+RESUMABLE_CHANGES = frozenset({"ray_address"})
 
 #: Search events: ("start"|"result"|"complete"|"error", trial id, metrics).
 SearchListener = Callable[[str, str, dict[str, Any]], None]
@@ -176,6 +196,9 @@ class SearchSummary:
     best_validation_loss: float | None = None
     library_size: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
+    search_id: str = ""
+    resumed: bool = False
+    completed: bool = False
 
 
 def init_ray(settings: SearchSettings) -> None:
@@ -230,6 +253,8 @@ def run_search(
     settings: SearchSettings,
     *,
     listener: SearchListener | None = None,
+    resume: bool = False,
+    origin: Mapping[str, Any] | None = None,
 ) -> SearchSummary:
     """Run the search and fill the library at ``library_path``.
 
@@ -240,27 +265,37 @@ def run_search(
         only predicted after the search, when each model is measured.
     space : SearchSpace
         Where the optimiser looks.
-    library_path : path
-        The library folder; created if missing, extended if it exists.
+    library_path : path or file:// URI
+        The library folder; created if missing, extended if it exists. Trials on
+        other Ray nodes write to it, so on a cluster it must be storage every
+        node mounts at the same path; object-store URIs are refused.
     settings : SearchSettings
         Effort and resources.
     listener : callable, optional
         Receives trial events, for progress displays.
-    """
-    from ray import tune
+    resume : bool
+        Continue the library's latest unfinished search (after its driver was
+        killed) instead of starting a new one. ``space`` and ``settings`` must
+        be the recorded ones (see :func:`deepens.history.unfinished_search`),
+        except ``ray_address``. Finished models are replayed, not trained again.
+    origin : mapping, optional
+        How the caller loaded the data, recorded with the search so that a
+        resume can load it again (the CLI records its data options).
 
+    Raises
+    ------
+    SearchError
+        For invalid settings, a resume with nothing to resume or with other
+        settings, or a Tune state that cannot be restored.
+    """
     settings.validate()
-    batch_size = space.parameters["batch_size"]
-    batch_low = int(
-        batch_size.low if batch_size.low is not None else min(batch_size.choices)
-    )
-    if batch_low > len(dataset.train_images):
-        raise SearchError(
-            f"the space's smallest batch_size ({batch_low}) exceeds the training set "
-            f"({len(dataset.train_images)} images); lower batch_size in the space"
-        )
+    library_root = local_library_path(library_path)
+    record = unfinished_search(library_root) if resume else None
+    if record is not None:
+        _check_same_search(record, space, settings)
+    _check_batch_size(space, dataset)
     library = Library.create(
-        library_path,
+        library_root,
         class_names=dataset.class_names,
         validation_labels=dataset.validation_labels.numpy(),
         # No test split (dataset_from_arrays) means a library without test labels.
@@ -272,17 +307,107 @@ def run_search(
     init_ray(settings)
     check_resources(settings)
 
-    # Extending a library: the same seed would propose the configurations it
-    # already holds, so the optimiser's seed also depends on what is there.
+    run_id = uuid.uuid4().hex[:12]
+    if record is None:
+        record = SearchRecord(
+            id=new_search_id(),
+            tune_folder="",
+            settings=asdict(settings),
+            space=_as_json(space.to_dict()),
+            optimizer_seed=_optimizer_seed(library, settings),
+            origin=dict(origin or {}),
+            started=time.time(),
+        )
+        record.tune_folder = f"{TUNE_FOLDER}/{record.id}"
+    else:
+        _logger.info("resuming search %s of %s", record.id, library.path)
+    record.runs.append(run_id)
+    record_search(library.path, record)
+
+    summary = SearchSummary(
+        library_path=library.path,
+        settings=asdict(settings),
+        search_id=record.id,
+        resumed=resume,
+    )
+    tuner = _make_tuner(
+        dataset, space, settings, library, record, run_id, summary, listener, resume
+    )
+    with _quiet_ray_tune():
+        results = tuner.fit()
+
+    summary.completed = _completed(results, settings)
+    if summary.completed:
+        record.completed, record.completed_at = True, time.time()
+        record_search(library.path, record)
+    _close_interrupted_entries(library)
+    close_interrupted_groups(library)
+    remove_claims_of_run(library.path, run_id)
+    summary.library_size = len(library.entries(("finished", "stopped")))
+    return summary
+
+
+def _check_batch_size(space: SearchSpace, dataset: ImageDataset) -> None:
+    batch_size = space.parameters["batch_size"]
+    batch_low = int(
+        batch_size.low if batch_size.low is not None else min(batch_size.choices)
+    )
+    if batch_low > len(dataset.train_images):
+        raise SearchError(
+            f"the space's smallest batch_size ({batch_low}) exceeds the training set "
+            f"({len(dataset.train_images)} images); lower batch_size in the space"
+        )
+
+
+def _check_same_search(
+    record: SearchRecord, space: SearchSpace, settings: SearchSettings
+) -> None:
+    """A resumed search must run with its recorded space and settings."""
+    recorded = record.settings
+    given = asdict(settings)
+    changed = [
+        f"{_named(name)} {given[name]!r} (recorded {recorded.get(name)!r})"
+        for name in given
+        if name not in RESUMABLE_CHANGES and given[name] != recorded.get(name)
+    ]
+    if _as_json(space.to_dict()) != record.space:
+        changed.append("the search space")
+    if changed:
+        raise SearchError(
+            f"search {record.id} cannot resume with other settings: "
+            f"{'; '.join(changed)}. Resume with its recorded settings, or start a "
+            "new search without resume"
+        )
+
+
+def _optimizer_seed(library: Library, settings: SearchSettings) -> int:
+    """The optimiser's seed for a new search of ``library``.
+
+    Extending a library: the same seed would propose the configurations it
+    already holds, so the optimiser's seed also depends on what is there.
+    """
     existing = len(library.entries())
-    search_seed = settings.seed
-    if existing:
-        search_seed = int(
-            np.random.SeedSequence([settings.seed, existing]).generate_state(1)[0]
-        )
-        _logger.info(
-            "extending a library of %d models; optimiser seed %d", existing, search_seed
-        )
+    if not existing:
+        return settings.seed
+    seed = int(np.random.SeedSequence([settings.seed, existing]).generate_state(1)[0])
+    _logger.info("extending a library of %d models; optimiser seed %d", existing, seed)
+    return seed
+
+
+def _make_tuner(
+    dataset: ImageDataset,
+    space: SearchSpace,
+    settings: SearchSettings,
+    library: Library,
+    record: SearchRecord,
+    run_id: str,
+    summary: SearchSummary,
+    listener: SearchListener | None,
+    resume: bool,
+) -> Any:
+    """A Tuner for a new search, or one restored from the search's Tune state."""
+    from ray import tune
+
     job = TrialJob(
         library_path=trial_library_path(library.path),
         space=space.to_dict(),
@@ -293,20 +418,30 @@ def run_search(
         # Schedulers that pause trials resume them from a checkpoint.
         checkpoints=OPTIMIZERS[settings.optimizer].pauses_trials,
         optimizer=settings.optimizer,
+        search_id=record.id,
+        run_id=run_id,
     )
     searched: SearchSpace = space
     trial_function: Callable[..., None] = train_trial
     trial_job: Any = job
     if settings.ad_hoc is not None:
         searched, trial_function, trial_job = adhoc_trial_setup(space, settings, job)
-    setup = make_optimizer_setup(searched, replace(settings, seed=search_seed))
+    setup = make_optimizer_setup(
+        searched, replace(settings, seed=record.optimizer_seed)
+    )
     trainable = tune.with_resources(
         tune.with_parameters(trial_function, dataset=dataset, job=trial_job),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
-    summary = SearchSummary(library_path=library.path, settings=asdict(settings))
     tracker = _TrialTracker(summary, listener)
-    tuner = tune.Tuner(
+    experiment = record.tune_path(library.path).resolve()
+    if resume and tune.Tuner.can_restore(str(experiment)):
+        return _restore_tuner(experiment, trainable, setup.param_space, tracker)
+    if resume:
+        # The driver died before Ray Tune saved anything: start the search again
+        # with the same optimiser seed; the trials already done are replayed.
+        _logger.info("no Tune state in %s; restarting search %s", experiment, record.id)
+    return tune.Tuner(
         trainable,
         param_space=setup.param_space,
         tune_config=tune.TuneConfig(
@@ -321,8 +456,8 @@ def run_search(
             ),
         ),
         run_config=tune.RunConfig(
-            name="search",
-            storage_path=str((library.path / "tune").resolve()),
+            name=experiment.name,
+            storage_path=str(experiment.parent),
             verbose=0,
             callbacks=[tracker],
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
@@ -331,13 +466,56 @@ def run_search(
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
-    with _quiet_ray_tune():
-        tuner.fit()
 
-    _close_interrupted_entries(library)
-    close_interrupted_groups(library)
-    summary.library_size = len(library.entries(("finished", "stopped")))
-    return summary
+
+def _restore_tuner(
+    experiment: Path,
+    trainable: Any,
+    param_space: dict[str, Any],
+    tracker: _TrialTracker,
+) -> Any:
+    """Ray Tune's own restore: finished trials stay, unfinished ones restart.
+
+    Errored trials stay failed (their models are failed entries already).
+    """
+    from ray import tune
+
+    try:
+        tuner = tune.Tuner.restore(
+            str(experiment),
+            trainable,
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+            param_space=param_space,
+        )
+    except Exception as error:
+        raise SearchError(
+            f"the Tune state of this search in {experiment} cannot be restored "
+            f"({type(error).__name__}: {_last_line(error)}); start a new search "
+            "without resume (the library keeps its models)"
+        ) from None
+    # The restored run configuration carries the tracker pickled by the killed
+    # driver, without a listener and with its own counts: point it at this run's.
+    # Ray Tune has no public accessor for it.
+    local_tuner = getattr(tuner, "_local_tuner", None)
+    callbacks = local_tuner.get_run_config().callbacks if local_tuner else None
+    for callback in callbacks or []:
+        if isinstance(callback, _TrialTracker):
+            callback.summary, callback.listener = tracker.summary, tracker.listener
+    return tuner
+
+
+def _completed(results: Any, settings: SearchSettings) -> bool:
+    """Whether every trial of the search ended (an interrupt leaves some running)."""
+    ended = results.num_terminated + results.num_errors == len(results)
+    started_all = len(results) >= settings.max_trials
+    return bool(ended and (started_all or settings.time_budget_s is not None))
+
+
+def _as_json(document: Mapping[str, Any]) -> Any:
+    """``document`` as it reads back from JSON (tuples become lists)."""
+    return json.loads(json.dumps(document))
 
 
 @contextmanager
