@@ -250,11 +250,11 @@ _LABELS = np.arange(12) % 2
         ({}, _IMAGES, np.full(12, "cat"), DataError, "only one class \\('cat'\\)"),
         ({}, _IMAGES, np.linspace(0, 1, 12), ValueError, "continuous"),
         (
-            {"optimizer": "bohb"},
+            {"optimizer": "bohbb"},
             _IMAGES,
             _LABELS,
             SearchError,
-            "optimizer 'bohb' is unknown; choose one of asha, random",
+            "optimizer 'bohbb' is unknown; choose one of asha, random, hyperband",
         ),
         (
             {"budget": -1.0},

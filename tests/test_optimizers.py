@@ -293,3 +293,21 @@ def test_the_cli_refuses_an_unknown_optimiser_before_loading_data(tmp_path):
 
     assert result.exit_code == 2
     assert "'nsga' is unknown" in result.output and "smac" in result.output
+
+
+def test_smac_state_saved_by_ray_tune_restores_into_a_new_searcher(tmp_path):
+    searcher = SMACSearch(_space(), seed=3, max_trials=10)
+    for index in range(3):
+        searcher.suggest(f"t{index}")
+        searcher.on_trial_complete(f"t{index}", {"validation_loss": 2.0 - index})
+    searcher.suggest("t3")  # running when the driver died
+
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    restored = SMACSearch(_space(), seed=0, max_trials=1)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+
+    assert restored.seed == 3 and restored.observations == searcher.observations
+    assert set(restored.proposed) == {"t3"}
+    restored.on_trial_complete("t3", {"validation_loss": 0.5})
+    assert restored._facade().runhistory.finished == 4
+    _check_condition(restored.suggest("t4"))

@@ -139,7 +139,7 @@ def test_a_batch_size_above_the_training_set_fails_before_anything(digits, tmp_p
         ({"max_trials": 0}, r"max_trials \(--max-trials\) must be a whole number >= 1"),
         ({"grace_period": 5, "max_epochs": 2}, "grace_period"),
         ({"reduction_factor": 1}, "reduction_factor"),
-        ({"optimizer": "gp"}, "optimizer 'gp' is unknown"),
+        ({"optimizer": "gpp"}, "optimizer 'gpp' is unknown"),
         ({"time_budget_s": -1}, "time_budget_s"),
         ({"cpus_per_trial": 0}, "cpus_per_trial"),
     ],
