@@ -80,11 +80,18 @@ def _score(arguments: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> No
         for entry in library.entries(("finished", "stopped"))
         if entry.flops
     ]
-    # Shared budgets: a typical model, and room for about four of them.
-    small = float(np.median(flops))
+    # Shared budgets: most single models fit the small one; the large one has
+    # room for about four of them.
+    small = float(np.percentile(flops, 75))
     budgets = [small, 4 * small]
     for name, library in libraries.items():
-        report = select(library, budgets, cost_unit="flops", methods=["smobf"])
+        report = select(
+            library,
+            budgets,
+            cost_unit="flops",
+            methods=["smobf"],
+            pruning_fraction=arguments.pruning_fraction,
+        )
         rows = {row.budget: row for row in report.rows}
         runs[name].update(
             library_size=report.library_size,
@@ -106,7 +113,8 @@ def _print(runs: dict[str, Any], wall_seconds: float) -> None:
     budgets = runs["_budgets_flops"]
     print()
     print(
-        f"same wall budget per optimiser: {wall_seconds:.0f} s; SMOBF budgets "
+        f"same wall budget per optimiser: {wall_seconds:.0f} s; SMOBF "
+        "budgets "
         f"{budgets['small'] / 1e6:.1f} and {budgets['large'] / 1e6:.1f} MFLOPs"
     )
     header = "optimizer   trials  library  best single  SMOBF small     SMOBF large"
@@ -133,15 +141,17 @@ def main() -> int:
     parser.add_argument("--space", default="small")
     parser.add_argument("--output", type=Path, default=Path("runs/bench-optimizers"))
     parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS))
-    parser.add_argument("--wall-seconds", type=float, default=150.0)
-    parser.add_argument("--max-trials", type=int, default=200)
-    parser.add_argument("--max-epochs", type=int, default=4)
+    parser.add_argument("--wall-seconds", type=float, default=240.0)
+    parser.add_argument("--max-trials", type=int, default=24)
+    parser.add_argument("--max-epochs", type=int, default=3)
     parser.add_argument("--grace-period", type=int, default=1)
     parser.add_argument("--reduction-factor", type=int, default=2)
-    parser.add_argument("--max-train-samples", type=int, default=6000)
-    parser.add_argument("--max-validation-samples", type=int, default=2000)
+    parser.add_argument("--max-train-samples", type=int, default=4000)
+    parser.add_argument("--max-validation-samples", type=int, default=1000)
     parser.add_argument("--max-test-samples", type=int, default=5000)
     parser.add_argument("--cost-threads", type=int, default=2)
+    # A library of about 20 models: keep half, not the paper's 20 % of hundreds.
+    parser.add_argument("--pruning-fraction", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -17,7 +17,7 @@ from deepens.optimizers import (
     check_space,
     make_optimizer_setup,
 )
-from deepens.optimizers.optuna_samplers import population_size
+from deepens.optimizers.optuna_samplers import population_size, startup_trials
 from deepens.optimizers.smac_searcher import SMACSearch
 from deepens.optimizers.translate import (
     OptunaDefineByRun,
@@ -163,10 +163,14 @@ def test_every_searcher_survives_pickling_as_ray_tune_checkpoints_it(name):
     assert setup.checkpoints == (name in ("hyperband", "bohb"))
 
 
-def test_the_ga_population_grows_with_the_search():
+def test_the_ga_population_and_random_start_grow_with_the_search():
     assert population_size(8) == 4
     assert population_size(100) == 25
     assert population_size(10_000) == 50
+    assert [startup_trials(n) for n in (8, 24, 100)] == [4, 6, 10]
+    settings = SearchSettings(optimizer="tpe", max_trials=24)
+    sampler = make_optimizer_setup(_space(), settings).searcher._sampler
+    assert sampler._n_startup_trials == 6
 
 
 def test_smac_learns_from_results_and_keeps_them_across_pickling():

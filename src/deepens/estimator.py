@@ -118,8 +118,8 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
     space : str, path or SearchSpace
         Search space: a preset (``"small"``, ``"paper"``), a JSON file, or a
         :class:`~deepens.space.SearchSpace`.
-    optimizer : {"asha", "random"}
-        Hyperparameter optimiser.
+    optimizer : {"asha", "random", "hyperband", "bohb", "tpe", "gp", "ga", "smac"}
+        Hyperparameter optimiser (see :mod:`deepens.optimizers`).
     max_trials : int
         Trials to start at most.
     time_budget_s : float or None

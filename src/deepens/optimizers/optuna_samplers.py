@@ -56,6 +56,15 @@ def population_size(max_trials: int) -> int:
     return max(4, min(50, max_trials // 4))
 
 
+def startup_trials(max_trials: int) -> int:
+    """Random trials before TPE or the GP model the results: Optuna's 10 at most.
+
+    About a quarter of the trials, at least 4, so that a short search spends
+    most of its trials on the model's proposals.
+    """
+    return max(4, min(10, max_trials // 4))
+
+
 def _setup(space: SearchSpace, settings: SearchSettings, sampler: Any) -> Any:
     from ray.tune.search.optuna import OptunaSearch
 
@@ -73,7 +82,9 @@ def _setup(space: SearchSpace, settings: SearchSettings, sampler: Any) -> Any:
 
 def setup_tpe(space: SearchSpace, settings: SearchSettings) -> OptimizerSetup:
     """Tree-structured Parzen estimators (``optuna.samplers.TPESampler``)."""
-    sampler = optuna.samplers.TPESampler(seed=settings.seed)
+    sampler = optuna.samplers.TPESampler(
+        n_startup_trials=startup_trials(settings.max_trials), seed=settings.seed
+    )
     return _setup(space, settings, sampler)  # type: ignore[no-any-return]
 
 
@@ -83,7 +94,9 @@ def setup_gp(space: SearchSpace, settings: SearchSettings) -> OptimizerSetup:
     Optuna's GP models the parameters every trial has; a conditional one
     (``cardinality``) is drawn by its independent sampler.
     """
-    sampler = optuna.samplers.GPSampler(seed=settings.seed)
+    sampler = optuna.samplers.GPSampler(
+        n_startup_trials=startup_trials(settings.max_trials), seed=settings.seed
+    )
     return _setup(space, settings, sampler)  # type: ignore[no-any-return]
 
 
