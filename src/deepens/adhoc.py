@@ -55,6 +55,7 @@ from deepens.trial import (
     TrialJob,
     _device,
     _seed_everything,
+    is_out_of_memory,
     model_id_for,
 )
 
@@ -369,7 +370,9 @@ def train_adhoc_trial(
             )
             library.write_group(group)
             tune.report(_result(loss, epoch, group_id, model_ids))
-    except (TrainingDiverged, torch.OutOfMemoryError) as error:
+    except (TrainingDiverged, MemoryError, RuntimeError) as error:
+        if not isinstance(error, TrainingDiverged) and not is_out_of_memory(error):
+            raise
         reason = f"member {current + 1} ({model_ids[current]}): {error}"
         _record_failure(library, group, configs[current], model_ids[current], reason)
         if device.type == "cuda":
