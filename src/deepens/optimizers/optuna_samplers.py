@@ -8,6 +8,7 @@ conditional parameter is only suggested when its condition holds.
 from __future__ import annotations
 
 import threading
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -71,6 +72,12 @@ def _setup(space: SearchSpace, settings: SearchSettings, sampler: Any) -> Any:
     from deepens.optimizers import OptimizerSetup
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Ray times the define-by-run call, which includes the sampler fitting its
+    # model (a GP takes seconds as trials accumulate), and warns as if training
+    # ran there; the time is the optimiser's own work.
+    warnings.filterwarnings(
+        "ignore", message="Define-by-run function passed", category=UserWarning
+    )
     from deepens.trial import METRIC
 
     # A searcher given its own space is never told the Tuner's metric and mode.
