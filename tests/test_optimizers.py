@@ -249,8 +249,10 @@ def test_hyperband_continues_paused_trials_from_their_checkpoint(digits, tmp_pat
         seed=2,
     )
 
-    run_search(digits, _space(), tmp_path / "lib", settings)
+    summary = run_search(digits, _space(), tmp_path / "lib", settings)
 
+    # A paused trial started again is still one trial.
+    assert summary.trials_started == 6
     entries = Library.open(tmp_path / "lib").entries()
     continued = [e for e in entries if e.info.get("continued_after_epoch")]
     assert continued, "no paused trial was resumed from its checkpoint"

@@ -503,6 +503,7 @@ def _restore_tuner(
     for callback in callbacks or []:
         if isinstance(callback, _TrialTracker):
             callback.summary, callback.listener = tracker.summary, tracker.listener
+            callback.started = set()
     return tuner
 
 
@@ -554,6 +555,9 @@ class _TrialTracker(Callback):  # type: ignore[misc]
         self.summary = summary
         self.listener = listener
         self.last_epoch: dict[str, int] = {}
+        #: Trials seen starting: Hyperband and BOHB pause trials and start them
+        #: again, which is one trial, not two.
+        self.started: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray Tune pickles its callbacks with the experiment state; a listener
@@ -567,6 +571,9 @@ class _TrialTracker(Callback):  # type: ignore[misc]
     def on_trial_start(
         self, iteration: int, trials: list, trial: Any, **info: Any
     ) -> None:
+        if trial.trial_id in self.started:
+            return
+        self.started.add(trial.trial_id)
         self.summary.trials_started += 1
         self._emit("start", trial, {"config": dict(trial.config)})
 
