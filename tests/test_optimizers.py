@@ -317,3 +317,24 @@ def test_smac_state_saved_by_ray_tune_restores_into_a_new_searcher(tmp_path):
     restored.on_trial_complete("t3", {"validation_loss": 0.5})
     assert restored._facade().runhistory.finished == 4
     _check_condition(restored.suggest("t4"))
+
+
+@pytest.mark.parametrize("name", ["tpe", "gp", "ga", "smac", "bohb"])
+def test_searchers_with_their_own_space_search_a_heterogeneous_ensemble(name):
+    from deepens.adhoc import heterogeneous_space
+
+    space = heterogeneous_space(_space(), 2)
+    settings = SearchSettings(optimizer=name, max_trials=8, max_epochs=2)
+    setup = make_optimizer_setup(space, settings)
+    searcher = pickle.loads(pickle.dumps(setup.searcher))
+
+    config = {**constant_values(space), **searcher.suggest("t0")}
+
+    for member in ("member1", "member2"):
+        own = {
+            key.removeprefix(f"{member}_"): value
+            for key, value in config.items()
+            if key.startswith(f"{member}_")
+        }
+        _check_condition(own)
+        assert "learning_rate" in own

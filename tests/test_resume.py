@@ -222,3 +222,22 @@ def test_an_object_store_output_is_refused_before_anything(tmp_path, monkeypatch
     assert result.exit_code == 2
     assert "s3:// URI" in result.output and "mount the storage" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_takes_an_ad_hoc_search_settings_from_its_record(unfinished_library):
+    library, record = unfinished_library
+    record.settings.update(ad_hoc="homogeneous", ad_hoc_members=2)
+    record_search(library.path, record)
+
+    result = _cli(
+        "search",
+        "--resume",
+        "--output",
+        str(library.path.parent),
+        "--ad-hoc-members",
+        "3",
+    )
+
+    assert result.exit_code == 2
+    assert f"--ad-hoc-members 3 differs from search {record.id}" in result.output
+    assert "(2)" in result.output

@@ -141,6 +141,9 @@ def test_a_batch_size_above_the_training_set_fails_before_anything(digits, tmp_p
         ({"reduction_factor": 1}, "reduction_factor"),
         ({"optimizer": "gpp"}, "optimizer 'gpp' is unknown"),
         ({"time_budget_s": -1}, "time_budget_s"),
+        ({"time_budget_s": 0}, r"time_budget_s \(--time-budget\) must be > 0; got 0"),
+        ({"max_concurrent_trials": 0}, r"\(--max-concurrent\) must be >= 1; got 0"),
+        ({"ad_hoc_members": 3}, "no ad-hoc search was asked for"),
         ({"cpus_per_trial": 0}, "cpus_per_trial"),
     ],
 )

@@ -303,6 +303,8 @@ _SETTING_OPTIONS = {
     "max_concurrent": "max_concurrent_trials",
     "mixed_precision": "mixed_precision",
     "seed": "seed",
+    "ad_hoc": "ad_hoc",
+    "ad_hoc_members": "ad_hoc_members",
 }
 #: Options that load the data, recorded so that --resume loads the same data.
 _DATA_OPTIONS = (

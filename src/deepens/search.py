@@ -145,7 +145,7 @@ class SearchSettings:
             (
                 "time_budget_s",
                 self.time_budget_s,
-                (self.time_budget_s or 1) <= 0,
+                self.time_budget_s is not None and self.time_budget_s <= 0,
                 "> 0",
             ),
             ("cpus_per_trial", self.cpus_per_trial, self.cpus_per_trial <= 0, "> 0"),
@@ -153,7 +153,8 @@ class SearchSettings:
             (
                 "max_concurrent_trials",
                 self.max_concurrent_trials,
-                (self.max_concurrent_trials or 1) < 1,
+                self.max_concurrent_trials is not None
+                and self.max_concurrent_trials < 1,
                 ">= 1",
             ),
         ]
@@ -161,6 +162,12 @@ class SearchSettings:
             if invalid:
                 raise SearchError(f"{_named(name)} must be {rule}; got {value}")
         check_members(self.ad_hoc_members)
+        if self.ad_hoc is None and self.ad_hoc_members != 4:
+            raise SearchError(
+                f"ad_hoc_members (--ad-hoc-members) is {self.ad_hoc_members} but no "
+                "ad-hoc search was asked for; add --ad-hoc homogeneous or "
+                "--ad-hoc heterogeneous, or drop --ad-hoc-members"
+            )
         if self.ad_hoc is not None:
             check_kind(self.ad_hoc)
             if OPTIMIZERS[self.optimizer].pauses_trials:

@@ -55,7 +55,9 @@ class SMACSearch(Searcher):  # type: ignore[misc]
         from deepens.trial import METRIC
 
         super().__init__(metric=METRIC, mode="min")
-        self.space_document = space.to_dict()
+        # The object itself (it pickles): an ad-hoc ensemble's derived space has
+        # member-prefixed names that SearchSpace.from_dict would refuse.
+        self.space = space
         self.seed = seed
         self.max_trials = max_trials
         #: (configuration, loss or None) of every finished trial, in order.
@@ -82,7 +84,7 @@ class SMACSearch(Searcher):  # type: ignore[misc]
         smac = self._facade()
         info = smac.ask()
         self._asked[trial_id] = info
-        config = plain_config(self._space(), dict(info.config))
+        config = plain_config(self.space, dict(info.config))
         self.proposed[trial_id] = config
         _logger.debug("SMAC proposes %s for trial %s", config, trial_id)
         return config
@@ -116,15 +118,12 @@ class SMACSearch(Searcher):  # type: ignore[misc]
         # by Ray Tune under their old ids; SMAC learns of them when they end.
 
     # ------------------------------------------------------------- helpers
-    def _space(self) -> SearchSpace:
-        return SearchSpace.from_dict(self.space_document)
-
     def _facade(self) -> Any:
         if self._smac is not None:
             return self._smac
         from smac import HyperparameterOptimizationFacade, Scenario
 
-        configspace = to_configspace(self._space(), self.seed)
+        configspace = to_configspace(self.space, self.seed)
         scenario = Scenario(
             configspace,
             deterministic=True,

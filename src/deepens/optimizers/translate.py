@@ -179,19 +179,15 @@ class OptunaDefineByRun:
     """
 
     def __init__(self, space: SearchSpace) -> None:
-        self.space = space.to_dict()
-        self._space: SearchSpace | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"space": self.space, "_space": None}
+        # The space object itself (it pickles): an ad-hoc ensemble's derived
+        # space has member-prefixed names that SearchSpace.from_dict refuses.
+        self.space = space
 
     def __call__(self, trial: Any) -> None:
-        if self._space is None:
-            self._space = SearchSpace.from_dict(self.space)
-        searched = _searched(self._space)
-        constants = constant_values(self._space)
+        searched = _searched(self.space)
+        constants = constant_values(self.space)
         config: dict[str, Any] = dict(constants)
-        for name, p in self._space.parameters.items():
+        for name, p in self.space.parameters.items():
             if name not in searched or not p.is_active(config):
                 continue
             if p.kind == "categorical":
