@@ -108,6 +108,46 @@ def test_a_killed_search_resumes_without_training_any_model_twice(tmp_path):
     assert not any((library_path / CLAIMS_FOLDER).iterdir())
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_the_search_unfinished_so_it_can_be_resumed(tmp_path):
+    output = tmp_path / "run"
+    library_path = output / "library"
+    first = _deepens(
+        "run",
+        "--output",
+        str(output),
+        *DATA,
+        "--optimizer",
+        "random",
+        "--max-trials",
+        "8",
+        "--max-epochs",
+        "2",
+        "--max-concurrent",
+        "2",
+        "--device",
+        "cpu",
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while len(_finished(library_path)) < 1:
+            assert first.poll() is None, first.communicate()[0]
+            assert time.monotonic() < deadline, "the search trained nothing in time"
+            time.sleep(0.2)
+        first.send_signal(signal.SIGINT)  # what Ctrl-C sends the driver
+        printed, _ = first.communicate(timeout=120)
+    finally:
+        kill_session(first.pid)
+
+    assert first.returncode == 130, printed
+    assert "interrupted" in printed and "--resume" in printed
+    assert "Traceback" not in printed
+    (record,) = load_history(library_path)
+    assert not record.completed
+    # Stopped before measuring and selecting: nothing half-built was reported.
+    assert not (output / "results.json").exists()
+
+
 @pytest.fixture
 def unfinished_library(tmp_path):
     """A run folder whose library records one search that never completed."""

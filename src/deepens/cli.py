@@ -480,6 +480,14 @@ def _search(
         f"({summary.trials_finished} finished, {summary.trials_stopped} stopped early, "
         f"{summary.trials_failed} failed)"
     )
+    if summary.interrupted:
+        # Ctrl-C means stop: no measuring or selection on a half-built library.
+        console.print(
+            f"[yellow]search {summary.search_id} interrupted; its models are kept. "
+            f"Continue it with 'deepens search --resume --output {output}' "
+            f"(or 'deepens run --resume ...')[/]"
+        )
+        raise typer.Exit(130)
     if not summary.completed:
         console.print(
             f"[yellow]search {summary.search_id} did not complete; continue it with "

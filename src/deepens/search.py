@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -206,6 +208,7 @@ class SearchSummary:
     search_id: str = ""
     resumed: bool = False
     completed: bool = False
+    interrupted: bool = False
 
 
 def init_ray(settings: SearchSettings) -> None:
@@ -218,6 +221,7 @@ def init_ray(settings: SearchSettings) -> None:
     if ray.is_initialized():
         return
     if settings.ray_address:
+        _check_reachable(settings.ray_address)
         _logger.info("connecting to the Ray cluster at %s", settings.ray_address)
         ray.init(address=settings.ray_address, logging_level=logging.WARNING)
         return
@@ -229,6 +233,29 @@ def init_ray(settings: SearchSettings) -> None:
         logging_level=logging.ERROR,
         log_to_driver=False,
     )
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when a cluster address answers nothing.
+
+    ``ray.init`` would retry an unreachable address for a long time, with
+    only its own warnings on the screen. ``auto`` and other forms without a
+    host and port are left to Ray.
+    """
+    import socket
+
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise SearchError(
+            f"cannot reach the Ray cluster at {address} (RAY_ADDRESS): {error}; "
+            "check that its head node runs ('ray start --head' prints the "
+            "address), or unset RAY_ADDRESS to search on this machine"
+        ) from None
 
 
 def check_resources(settings: SearchSettings) -> None:
@@ -301,6 +328,10 @@ def run_search(
     if record is not None:
         _check_same_search(record, space, settings)
     _check_batch_size(space, dataset)
+    # Ray first: an unreachable cluster or a resource request it cannot meet
+    # fails before anything is written.
+    init_ray(settings)
+    check_resources(settings)
     library = Library.create(
         library_root,
         class_names=dataset.class_names,
@@ -311,8 +342,6 @@ def run_search(
         image_size=dataset.image_size,
         dataset=dataset.name,
     )
-    init_ray(settings)
-    check_resources(settings)
 
     run_id = uuid.uuid4().hex[:12]
     if record is None:
@@ -340,10 +369,11 @@ def run_search(
     tuner = _make_tuner(
         dataset, space, settings, library, record, run_id, summary, listener, resume
     )
-    with _quiet_ray_tune():
+    with _quiet_ray_tune(), _watch_interrupt() as interrupt:
         results = tuner.fit()
 
-    summary.completed = _completed(results, settings)
+    summary.interrupted = interrupt.happened
+    summary.completed = not summary.interrupted and _completed(results, settings)
     if summary.completed:
         record.completed, record.completed_at = True, time.time()
         record_search(library.path, record)
@@ -524,6 +554,41 @@ def _completed(results: Any, settings: SearchSettings) -> bool:
 def _as_json(document: Mapping[str, Any]) -> Any:
     """``document`` as it reads back from JSON (tuples become lists)."""
     return json.loads(json.dumps(document))
+
+
+@dataclass
+class _Interrupt:
+    happened: bool = False
+
+
+@contextmanager
+def _watch_interrupt() -> Iterator[_Interrupt]:
+    """Tell whether Ctrl-C (SIGINT) ended the search.
+
+    Ray Tune answers the first Ctrl-C by ending the run gracefully, and puts
+    back the SIGINT handler it found when it started; it reports the interrupt
+    only in a log line. So a marker handler is installed before the run: if it
+    is the handler in place when the run returns, Ray Tune was interrupted
+    (a run that ends by itself leaves Ray Tune's own handler in place).
+    """
+    interrupt = _Interrupt()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupt
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def marker(signum: int, frame: Any) -> None:
+        interrupt.happened = True
+        signal.signal(signal.SIGINT, previous)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, marker)
+    try:
+        yield interrupt
+        if signal.getsignal(signal.SIGINT) is marker:
+            interrupt.happened = True
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager
