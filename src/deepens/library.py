@@ -251,8 +251,8 @@ class Library:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Library:
-        """Open an existing library folder."""
-        root = Path(path)
+        """Open an existing library folder (a path or a ``file://`` URI)."""
+        root = local_library_path(path)
         try:
             metadata = json.loads((root / "library.json").read_text())
         except FileNotFoundError:
