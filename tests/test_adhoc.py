@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from spaces import tiny_space
 from typer.testing import CliRunner
 
 from deepens.adhoc import (
@@ -26,21 +27,6 @@ from deepens.selection import SelectionError
 from deepens.space import SearchSpace
 from deepens.trial import model_id_for
 from deepens.workflow import select
-
-
-def _space(**parameters):
-    """The small preset with tiny networks, so a member trains in a second."""
-    document = SearchSpace.load("small").to_dict()
-    tiny = dict(
-        stem_filters=4,
-        filter_multiplier=4,
-        blocks_stage1=1,
-        blocks_stage2=0,
-        blocks_stage3=0,
-        blocks_stage4=0,
-    )
-    document["parameters"].update({**tiny, **parameters})
-    return SearchSpace.from_dict(document)
 
 
 # ------------------------------------------------------------ the space
@@ -164,7 +150,9 @@ def _search(digits, path, kind, members, trials=2, space=None):
         ad_hoc=kind,
         ad_hoc_members=members,
     )
-    summary = run_search(digits, space or _space(), path, settings, listener=listener)
+    summary = run_search(
+        digits, space or tiny_space(), path, settings, listener=listener
+    )
     return summary, reported
 
 
@@ -236,8 +224,8 @@ def test_a_heterogeneous_search_trains_one_configuration_per_member(digits, tmp_
 @pytest.mark.slow
 def test_members_already_in_the_library_are_replayed_not_retrained(digits, tmp_path):
     # Every parameter fixed: each search proposes the one configuration.
-    config = _space().sample(np.random.default_rng(0))
-    document = _space().to_dict()
+    config = tiny_space().sample(np.random.default_rng(0))
+    document = tiny_space().to_dict()
     document["parameters"] = {
         k: {"type": "fixed", "value": v} for k, v in config.items()
     }

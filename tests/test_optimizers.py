@@ -7,6 +7,7 @@ from collections import Counter
 import numpy as np
 import optuna
 import pytest
+from spaces import tiny_space
 
 from deepens.data import load_dataset
 from deepens.errors import SearchError
@@ -33,20 +34,6 @@ from deepens.workflow import select
 PAPER_NAMES = {"random", "asha", "hyperband", "bohb", "tpe", "gp", "ga", "smac"}
 
 
-def _space(**parameters):
-    document = SearchSpace.load("small").to_dict()
-    tiny = dict(
-        stem_filters=4,
-        filter_multiplier=4,
-        blocks_stage1=1,
-        blocks_stage2=0,
-        blocks_stage3=0,
-        blocks_stage4=0,
-    )
-    document["parameters"].update({**tiny, **parameters})
-    return SearchSpace.from_dict(document)
-
-
 def _check_condition(config):
     """cardinality exists exactly when the block type is ResNeXt's."""
     assert ("cardinality" in config) == (config["block_type"] == "next"), config
@@ -60,7 +47,7 @@ def test_the_eight_optimisers_of_the_paper_are_offered():
 def test_an_unknown_optimiser_is_refused_with_the_known_names():
     settings = SearchSettings(optimizer="hyprband")
     with pytest.raises(SearchError, match="'hyprband' is unknown.*hyperband"):
-        make_optimizer_setup(_space(), settings)
+        make_optimizer_setup(tiny_space(), settings)
     with pytest.raises(SearchError, match="'hyprband' is unknown"):
         settings.validate()
 
@@ -84,7 +71,7 @@ def test_configspace_keeps_log_scales_integers_and_the_condition():
 
 
 def test_a_condition_with_several_values_or_parents_reaches_configspace():
-    space = _space(
+    space = tiny_space(
         batch_size={"type": "categorical", "choices": [32, 64]},
         cardinality={
             "type": "int",
@@ -118,14 +105,14 @@ def test_optuna_suggests_a_conditional_parameter_only_when_it_applies():
 
 
 def test_fixed_and_single_value_ranges_reach_trials_as_constants():
-    space = _space(rotation={"type": "float", "low": 5.0, "high": 5.0})
+    space = tiny_space(rotation={"type": "float", "low": 5.0, "high": 5.0})
     constants = constant_values(space)
     assert constants["rotation"] == 5.0 and constants["stem_filters"] == 4
     assert "rotation" not in to_configspace(space, seed=0)
 
 
 def test_plain_config_turns_numpy_values_into_the_space_types():
-    space = _space(batch_size={"type": "categorical", "choices": [32, 64]})
+    space = tiny_space(batch_size={"type": "categorical", "choices": [32, 64]})
     config = plain_config(
         space,
         {
@@ -147,9 +134,9 @@ def test_an_optimiser_without_conditions_names_the_conditional_parameter():
         "flat", "no conditions", "none", setup=None, supports_conditions=False
     )
     with pytest.raises(SearchError, match="cannot express conditions.*'cardinality'"):
-        check_space(flat, _space())
+        check_space(flat, tiny_space())
     # A space without conditions passes.
-    document = _space().to_dict()
+    document = tiny_space().to_dict()
     del document["parameters"]["cardinality"]
     check_space(flat, SearchSpace.from_dict(document))
 
@@ -157,7 +144,7 @@ def test_an_optimiser_without_conditions_names_the_conditional_parameter():
 @pytest.mark.parametrize("name", sorted(PAPER_NAMES))
 def test_every_searcher_survives_pickling_as_ray_tune_checkpoints_it(name):
     settings = SearchSettings(optimizer=name, max_trials=8, max_epochs=2)
-    setup = make_optimizer_setup(_space(), settings)
+    setup = make_optimizer_setup(tiny_space(), settings)
     copy = pickle.loads(pickle.dumps(setup.searcher))
     assert type(copy) is type(setup.searcher)
     assert setup.checkpoints == (name in ("hyperband", "bohb"))
@@ -169,12 +156,12 @@ def test_the_ga_population_and_random_start_grow_with_the_search():
     assert population_size(10_000) == 50
     assert [startup_trials(n) for n in (8, 24, 100)] == [4, 6, 10]
     settings = SearchSettings(optimizer="tpe", max_trials=24)
-    sampler = make_optimizer_setup(_space(), settings).searcher._sampler
+    sampler = make_optimizer_setup(tiny_space(), settings).searcher._sampler
     assert sampler._n_startup_trials == 6
 
 
 def test_smac_learns_from_results_and_keeps_them_across_pickling():
-    space = _space()
+    space = tiny_space()
     searcher = SMACSearch(space, seed=0, max_trials=12)
     proposals = {f"t{i}": searcher.suggest(f"t{i}") for i in range(4)}
     for config in proposals.values():
@@ -207,7 +194,7 @@ def digits():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PAPER_NAMES))
 def test_each_optimiser_fills_a_library_that_selection_can_use(name, digits, tmp_path):
-    space = _space(block_type={"type": "categorical", "choices": ["v1", "next"]})
+    space = tiny_space(block_type={"type": "categorical", "choices": ["v1", "next"]})
     settings = SearchSettings(
         optimizer=name,
         max_trials=4,
@@ -249,7 +236,7 @@ def test_hyperband_continues_paused_trials_from_their_checkpoint(digits, tmp_pat
         seed=2,
     )
 
-    summary = run_search(digits, _space(), tmp_path / "lib", settings)
+    summary = run_search(digits, tiny_space(), tmp_path / "lib", settings)
 
     # A paused trial started again is still one trial.
     assert summary.trials_started == 6
@@ -302,14 +289,14 @@ def test_the_cli_refuses_an_unknown_optimiser_before_loading_data(tmp_path):
 
 
 def test_smac_state_saved_by_ray_tune_restores_into_a_new_searcher(tmp_path):
-    searcher = SMACSearch(_space(), seed=3, max_trials=10)
+    searcher = SMACSearch(tiny_space(), seed=3, max_trials=10)
     for index in range(3):
         searcher.suggest(f"t{index}")
         searcher.on_trial_complete(f"t{index}", {"validation_loss": 2.0 - index})
     searcher.suggest("t3")  # running when the driver died
 
     searcher.save(str(tmp_path / "searcher.pkl"))
-    restored = SMACSearch(_space(), seed=0, max_trials=1)
+    restored = SMACSearch(tiny_space(), seed=0, max_trials=1)
     restored.restore(str(tmp_path / "searcher.pkl"))
 
     assert restored.seed == 3 and restored.observations == searcher.observations
@@ -323,7 +310,7 @@ def test_smac_state_saved_by_ray_tune_restores_into_a_new_searcher(tmp_path):
 def test_searchers_with_their_own_space_search_a_heterogeneous_ensemble(name):
     from deepens.adhoc import heterogeneous_space
 
-    space = heterogeneous_space(_space(), 2)
+    space = heterogeneous_space(tiny_space(), 2)
     settings = SearchSettings(optimizer=name, max_trials=8, max_epochs=2)
     setup = make_optimizer_setup(space, settings)
     searcher = pickle.loads(pickle.dumps(setup.searcher))

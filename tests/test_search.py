@@ -5,6 +5,7 @@ import time
 import numpy as np
 import pytest
 from ray.tune import Tuner
+from spaces import tiny_space
 
 from deepens.data import load_dataset
 from deepens.errors import SearchError
@@ -26,25 +27,11 @@ def digits():
     )
 
 
-def _space(**parameters):
-    document = SearchSpace.load("small").to_dict()
-    tiny = dict(
-        stem_filters=4,
-        filter_multiplier=4,
-        blocks_stage1=1,
-        blocks_stage2=0,
-        blocks_stage3=0,
-        blocks_stage4=0,
-    )
-    document["parameters"].update({**tiny, **parameters})
-    return SearchSpace.from_dict(document)
-
-
 def test_diverging_trials_are_recorded_as_failed_and_the_search_goes_on(
     digits, tmp_path
 ):
     # A learning rate of 1e30 makes the loss NaN within the first batches.
-    space = _space(learning_rate={"type": "categorical", "choices": [1e30, 0.005]})
+    space = tiny_space(learning_rate={"type": "categorical", "choices": [1e30, 0.005]})
     settings = SearchSettings(
         max_trials=6, max_epochs=1, max_concurrent_trials=2, seed=3
     )
@@ -63,11 +50,11 @@ def test_diverging_trials_are_recorded_as_failed_and_the_search_goes_on(
 
 def test_searching_again_extends_the_library_with_new_models(digits, tmp_path):
     settings = SearchSettings(max_trials=2, max_epochs=1, max_concurrent_trials=2)
-    run_search(digits, _space(), tmp_path / "lib", settings)
+    run_search(digits, tiny_space(), tmp_path / "lib", settings)
     library = Library.open(tmp_path / "lib")
     before = {e.model_id: e.files for e in library.entries()}
 
-    run_search(digits, _space(), tmp_path / "lib", settings)
+    run_search(digits, tiny_space(), tmp_path / "lib", settings)
 
     after = {e.model_id: e.files for e in library.entries()}
     assert len(before) == 2 and len(after) == 4
@@ -82,9 +69,9 @@ def test_searching_again_extends_the_library_with_new_models(digits, tmp_path):
 
 def test_a_configuration_already_in_the_library_is_not_trained_again(digits, tmp_path):
     # Every parameter fixed: each search proposes the one configuration.
-    config = _space().sample(np.random.default_rng(0))
+    config = tiny_space().sample(np.random.default_rng(0))
     config.update(block_type="next", cardinality=2)
-    document = _space().to_dict()
+    document = tiny_space().to_dict()
     document["parameters"] = {
         k: {"type": "fixed", "value": v} for k, v in config.items()
     }
@@ -113,7 +100,7 @@ def test_more_cpus_per_trial_than_the_cluster_has_fails_before_any_trial(
         SearchError,
         match=r"cpus_per_trial=64 \(--cpus-per-trial\) but the Ray cluster has",
     ):
-        run_search(digits, _space(), tmp_path / "lib", settings)
+        run_search(digits, tiny_space(), tmp_path / "lib", settings)
 
 
 def test_a_gpu_request_without_a_gpu_fails_before_any_trial(digits, tmp_path):
@@ -123,12 +110,12 @@ def test_a_gpu_request_without_a_gpu_fails_before_any_trial(digits, tmp_path):
         SearchError,
         match=r"gpus_per_trial=1 \(--gpus-per-trial\) but the Ray cluster has 0",
     ):
-        run_search(digits, _space(), tmp_path / "lib", settings)
+        run_search(digits, tiny_space(), tmp_path / "lib", settings)
     assert not (tmp_path / "lib").exists()  # nothing written
 
 
 def test_a_batch_size_above_the_training_set_fails_before_anything(digits, tmp_path):
-    space = _space(batch_size={"type": "int", "low": 500, "high": 600})
+    space = tiny_space(batch_size={"type": "int", "low": 500, "high": 600})
 
     with pytest.raises(SearchError, match="exceeds the training set"):
         run_search(digits, space, tmp_path / "lib", SearchSettings(max_trials=1))
