@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from probabilities import one_hot_noise
 from spaces import tiny_space
 from typer.testing import CliRunner
 
@@ -16,7 +17,6 @@ from deepens.adhoc import (
 )
 from deepens.cli import app
 from deepens.combiners import best_grid_weights, combine
-from deepens.data import load_dataset
 from deepens.ensemble import Ensemble
 from deepens.errors import LibraryError, SearchError
 from deepens.library import AdHocGroup, Library, loss_and_error
@@ -126,16 +126,6 @@ def test_a_bad_kind_fails_before_the_space_is_derived():
 
 
 # ----------------------------------------------------------- searches
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset(
-        "digits",
-        max_train_samples=200,
-        max_validation_samples=100,
-        max_test_samples=100,
-    )
-
-
 def _search(digits, path, kind, members, trials=2, space=None):
     reported = []
 
@@ -281,12 +271,6 @@ def test_weighted_scores_match_the_grid_weighted_combination(tmp_path):
 
 
 # ----------------------------------------------------------- selection
-def _noisy(labels, accuracy, rng, classes=3):
-    right = rng.random(len(labels)) < accuracy
-    chosen = np.where(right, labels, (labels + 1) % classes)
-    probabilities = np.full((len(labels), classes), 0.1)
-    probabilities[np.arange(len(labels)), chosen] = 0.8
-    return probabilities
 
 
 @pytest.fixture
@@ -313,8 +297,8 @@ def adhoc_library(tmp_path):
             config={},
             status="finished",
             state_dict={"weight": torch.zeros(1)},
-            validation_probabilities=_noisy(validation, accuracy, rng),
-            test_probabilities=_noisy(test, accuracy, rng),
+            validation_probabilities=one_hot_noise(validation, accuracy, rng),
+            test_probabilities=one_hot_noise(test, accuracy, rng),
             cost_seconds=cost,
         )
     for kind, members in [

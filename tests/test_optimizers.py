@@ -147,7 +147,7 @@ def test_every_searcher_survives_pickling_as_ray_tune_checkpoints_it(name):
     setup = make_optimizer_setup(tiny_space(), settings)
     copy = pickle.loads(pickle.dumps(setup.searcher))
     assert type(copy) is type(setup.searcher)
-    assert setup.checkpoints == (name in ("hyperband", "bohb"))
+    assert OPTIMIZERS[name].pauses_trials == (name in ("hyperband", "bohb"))
 
 
 def test_the_ga_population_and_random_start_grow_with_the_search():

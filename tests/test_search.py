@@ -7,7 +7,6 @@ import pytest
 from ray.tune import Tuner
 from spaces import tiny_space
 
-from deepens.data import load_dataset
 from deepens.errors import SearchError
 from deepens.history import load_history
 from deepens.library import Library
@@ -15,16 +14,6 @@ from deepens.search import SearchSettings, run_search
 from deepens.space import SearchSpace
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset(
-        "digits",
-        max_train_samples=200,
-        max_validation_samples=100,
-        max_test_samples=100,
-    )
 
 
 def test_diverging_trials_are_recorded_as_failed_and_the_search_goes_on(

@@ -2,20 +2,12 @@
 
 import numpy as np
 import pytest
+from probabilities import one_hot_noise
 
 from deepens.combiners import combine
 from deepens.errors import BudgetError, LibraryError
 from deepens.library import Library
 from deepens.workflow import default_budgets, ensemble_folder_name, select
-
-
-def _one_hot_noise(labels, accuracy, rng, classes=3):
-    """Probabilities that put 0.8 on the true class for ``accuracy`` of rows."""
-    right = rng.random(len(labels)) < accuracy
-    chosen = np.where(right, labels, (labels + 1) % classes)
-    probabilities = np.full((len(labels), classes), 0.1)
-    probabilities[np.arange(len(labels)), chosen] = 0.8
-    return probabilities
 
 
 @pytest.fixture
@@ -36,8 +28,8 @@ def library(tmp_path):
             f"m{index}",
             config={},
             status="finished",
-            validation_probabilities=_one_hot_noise(validation, accuracy, rng),
-            test_probabilities=_one_hot_noise(test, accuracy, rng),
+            validation_probabilities=one_hot_noise(validation, accuracy, rng),
+            test_probabilities=one_hot_noise(test, accuracy, rng),
             cost_seconds=cost,
             flops=int(cost * 1000),
             parameters=index + 1,
@@ -182,8 +174,8 @@ def test_the_library_is_summarised_per_optimiser(tmp_path):
         arrays = {}
         if accuracy is not None:
             arrays = dict(
-                validation_probabilities=_one_hot_noise(validation, accuracy, rng),
-                test_probabilities=_one_hot_noise(test, accuracy, rng),
+                validation_probabilities=one_hot_noise(validation, accuracy, rng),
+                test_probabilities=one_hot_noise(test, accuracy, rng),
             )
         library.write(
             f"m{index}",

@@ -445,6 +445,7 @@ def _make_tuner(
     """A Tuner for a new search, or one restored from the search's Tune state."""
     from ray import tune
 
+    info = OPTIMIZERS[settings.optimizer]
     job = TrialJob(
         library_path=trial_library_path(library.path),
         space=space.to_dict(),
@@ -453,7 +454,7 @@ def _make_tuner(
         seed=settings.seed,
         mixed_precision=settings.mixed_precision,
         # Schedulers that pause trials resume them from a checkpoint.
-        checkpoints=OPTIMIZERS[settings.optimizer].pauses_trials,
+        checkpoints=info.pauses_trials,
         optimizer=settings.optimizer,
         search_id=record.id,
         run_id=run_id,
@@ -489,7 +490,7 @@ def _make_tuner(
             num_samples=settings.max_trials,
             time_budget_s=settings.time_budget_s,
             max_concurrent_trials=(
-                None if setup.checkpoints else settings.max_concurrent_trials
+                None if info.pauses_trials else settings.max_concurrent_trials
             ),
         ),
         run_config=tune.RunConfig(

@@ -56,17 +56,11 @@ class OptimizerSetup:
         only the constants where the searcher holds the space itself.
     searcher, scheduler
         Ray Tune objects; a scheduler of None means first in, first out.
-    checkpoints : bool
-        Whether trials must checkpoint every epoch because the scheduler
-        pauses and later resumes them. Such schedulers also take no limit on
-        trials at once (a paused trial would hold a place): the resources per
-        trial bound them.
     """
 
     param_space: dict[str, Any]
     searcher: Any
     scheduler: Any
-    checkpoints: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,6 +73,9 @@ class OptimizerInfo:
     setup: Callable[[SearchSpace, SearchSettings], OptimizerSetup]
     uses_schedule: bool = False
     supports_conditions: bool = True
+    #: The scheduler pauses trials and resumes them later: trials checkpoint
+    #: every epoch, and no limit on trials at once applies (a paused trial
+    #: would hold a place); the resources per trial bound them.
     pauses_trials: bool = False
 
 

@@ -38,4 +38,4 @@ def setup_bohb(space: SearchSpace, settings: SearchSettings) -> OptimizerSetup:
         max_t=settings.max_epochs,
         reduction_factor=settings.reduction_factor,
     )
-    return OptimizerSetup(constant_values(space), searcher, scheduler, checkpoints=True)
+    return OptimizerSetup(constant_values(space), searcher, scheduler)

@@ -72,8 +72,5 @@ def setup_hyperband(space: SearchSpace, settings: SearchSettings) -> OptimizerSe
         reduction_factor=settings.reduction_factor,
     )
     return OptimizerSetup(
-        tune_param_space(space),
-        random_searcher(settings, limit=False),
-        scheduler,
-        checkpoints=True,
+        tune_param_space(space), random_searcher(settings, limit=False), scheduler
     )

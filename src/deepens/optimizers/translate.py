@@ -182,13 +182,13 @@ class OptunaDefineByRun:
         # The space object itself (it pickles): an ad-hoc ensemble's derived
         # space has member-prefixed names that SearchSpace.from_dict refuses.
         self.space = space
+        self.searched = _searched(space)
+        self.constants = constant_values(space)
 
     def __call__(self, trial: Any) -> None:
-        searched = _searched(self.space)
-        constants = constant_values(self.space)
-        config: dict[str, Any] = dict(constants)
+        config: dict[str, Any] = dict(self.constants)
         for name, p in self.space.parameters.items():
-            if name not in searched or not p.is_active(config):
+            if name not in self.searched or not p.is_active(config):
                 continue
             if p.kind == "categorical":
                 value = trial.suggest_categorical(name, _categorical_choices(p))
